@@ -1,0 +1,10 @@
+"""Llama: pre-norm decoder, GQA, SwiGLU, RoPE (llama3/linear/dynamic/yarn scaling)."""
+from .blocks import pre_norm_decoder
+from .common import LLAMA_TENSORS, decoder_spec
+from .registry import Family, register
+
+FAMILY = register(Family(
+    name="llama", model_types=("llama",),
+    spec=lambda cfg: decoder_spec(cfg, "llama"),
+    tensors=LLAMA_TENSORS, build=pre_norm_decoder,
+))

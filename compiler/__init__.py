@@ -1,0 +1,1 @@
+"""The compile side: tracing, graph IR, passes, memory planning, artefact writing."""

@@ -1,0 +1,202 @@
+"""`Model`: a mapped artefact with its arena, KV cache, native steps and tokenizer.
+
+Everything the step touches is allocated here, once: the arena (activations), per-thread
+scratch, the KV cache and the logits view. `prefill` and `decode` only write token ids into
+the arena and make one native call per thread.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import IngotError
+from .artefact import Artefact
+from .hostcheck import check_target
+from .native import ThreadTeam, entry, load_library
+
+_SYNC_BYTES = 128
+
+
+def _aligned(nbytes: int, align: int = 64) -> np.ndarray:
+    raw = np.zeros(nbytes + align, np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off:off + nbytes]
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class Model:
+    def __init__(self, art: Artefact, threads=None, max_memory=None):
+        self.artefact = art
+        self.path = art.path
+        check_target(art.header.get("target", {}), art.path)
+        self.plan = p = art.json("plan")
+        self.vocab_size = p["vocab_size"]
+        self.max_seq_len = p["max_seq_len"]
+        self.chunk = p["prefill_chunk"]
+        self.threads = int(threads) if threads else default_threads()
+        if self.threads < 1:
+            raise IngotError("threads must be at least 1")
+        need = self.memory_needed(self.threads)
+        if max_memory is not None and need > parse_bytes(max_memory):
+            raise IngotError(f"{self.path}: needs {need / 2**20:.1f} MiB with all layers resident"
+                             f", more than --max-memory {max_memory}; the smallest budget that "
+                             f"works is {need / 2**20:.1f} MiB")
+
+        self._lib = load_library(art.section("code"))
+        self._prefill = entry(self._lib, p["entry_points"]["prefill"])
+        self._decode = entry(self._lib, p["entry_points"]["decode"])
+        self._weights = np.frombuffer(art.section("weights", check=False), np.uint8)
+        scratch = p["scratch_bytes_per_thread"]
+        self._arena = _aligned(p["arena_bytes"] + self.threads * scratch + _SYNC_BYTES)
+        self._kv = _aligned(max(p["state_bytes"], 64))
+        a = self._arena.ctypes.data
+        self._wb = self._weights.ctypes.data if self._weights.size else 0
+        self._ab, self._kb = a, self._kv.ctypes.data
+        sync = a + p["arena_bytes"] + self.threads * scratch
+        self._team = ThreadTeam(self.threads, a + p["arena_bytes"], scratch, sync)
+        self._tokens = self._arena[p["tokens_offset"]:p["tokens_offset"] + 4 * self.chunk] \
+            .view(np.int32)
+        lo = p["logits_offset"]
+        self._logits = self._arena[lo:lo + 4 * self.vocab_size].view(np.float32)
+        self.pos = 0
+        self._tokenizer = None
+        self._chat = None
+        self.generation = self._generation_config()
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path, *, threads=None, max_memory=None) -> "Model":
+        art = Artefact(path)
+        try:
+            return cls(art, threads=threads, max_memory=max_memory)
+        except BaseException:
+            art.close()
+            raise
+
+    def memory_needed(self, threads: int) -> int:
+        p = self.plan
+        return (p["weights_bytes"] + p["arena_bytes"] + threads * p["scratch_bytes_per_thread"]
+                + p["state_bytes"])
+
+    def close(self) -> None:
+        self._team.close()
+
+    # -- the step ----------------------------------------------------------------------------
+    def _check_tokens(self, ids: np.ndarray) -> None:
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            bad = int(ids[(ids < 0) | (ids >= self.vocab_size)][0])
+            raise IngotError(f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
+        if self.pos + ids.size > self.max_seq_len:
+            raise IngotError(f"context overflow: {self.pos} + {ids.size} tokens exceed the "
+                             f"compiled max_seq_len {self.max_seq_len}")
+
+    def prefill_view(self, token_ids) -> np.ndarray:
+        """Like `prefill`, but returns the logits buffer itself (valid until the next step)."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise IngotError("prefill needs at least one token")
+        self._check_tokens(ids)
+        for start in range(0, ids.size, self.chunk):
+            part = ids[start:start + self.chunk]
+            self._tokens[:part.size] = part
+            self._team.run(self._prefill, self._wb, self._ab, self._kb, part.size, self.pos)
+            self.pos += part.size
+        return self._logits
+
+    def decode_view(self, token_id: int) -> np.ndarray:
+        ids = np.asarray([token_id], dtype=np.int64)
+        self._check_tokens(ids)
+        self._tokens[0] = token_id
+        self._team.run(self._decode, self._wb, self._ab, self._kb, 1, self.pos)
+        self.pos += 1
+        return self._logits
+
+    def prefill(self, token_ids) -> np.ndarray:
+        """Feed tokens after the current position; float32 logits of the last one, [vocab]."""
+        return self.prefill_view(token_ids).copy()
+
+    def decode(self, token_id: int) -> np.ndarray:
+        """Feed one token; float32 logits for the next, [vocab]."""
+        return self.decode_view(token_id).copy()
+
+    def reset(self) -> None:
+        """Forget the context (the cache is overwritten as positions are reused)."""
+        self.pos = 0
+
+    # -- text --------------------------------------------------------------------------------
+    def _generation_config(self) -> dict:
+        from .genconfig import merge_generation_config
+        gen = self.artefact.json("generation_config") \
+            if self.artefact.has("generation_config") else {}
+        g = merge_generation_config(gen)
+        if not g.get("eos_token_ids"):
+            g["eos_token_ids"] = list(self.plan.get("eos_token_ids") or [])
+        return g
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if not self.artefact.has("tokenizer"):
+                raise IngotError(f"{self.path}: artefact carries no tokenizer (the model folder "
+                                 f"had no tokenizer.json); pass token ids instead")
+            from .tokenizer import Tokenizer
+            cfg = self.artefact.json("tokenizer_config") \
+                if self.artefact.has("tokenizer_config") else {}
+            self._tokenizer = Tokenizer.from_parts(bytes(self.artefact.section("tokenizer"))
+                                                   .decode("utf-8"), cfg)
+        return self._tokenizer
+
+    @property
+    def chat_template(self):
+        if self._chat is None:
+            from .chat import ChatTemplate, pick_template
+            cfg = self.artefact.json("tokenizer_config") \
+                if self.artefact.has("tokenizer_config") else {}
+            src = pick_template(cfg.get("chat_template"))
+            if not src:
+                raise IngotError(f"{self.path}: the model has no chat template; pass a plain "
+                                 f"prompt string")
+            tok = self.tokenizer
+            self._chat = ChatTemplate(src, bos_token=tok.bos_token or "",
+                                      eos_token=tok.eos_token or "")
+        return self._chat
+
+    def eos_ids(self) -> set:
+        ids = set(self.generation.get("eos_token_ids") or [])
+        if not ids and self.tokenizer.eos_id is not None:
+            ids.add(self.tokenizer.eos_id)
+        return ids
+
+    def generate(self, prompt_or_messages, max_tokens: int = 256, temperature=None, top_k=None,
+                 top_p=None, min_p=None, repetition_penalty=None, seed=None, stop=None,
+                 stream: bool = False):
+        """Generate text for a prompt string or a list of chat messages ({role, content}).
+        Returns the text, or with stream=True an iterator of text pieces."""
+        from .generate import generate_stream
+        it = generate_stream(self, prompt_or_messages, max_tokens=max_tokens,
+                             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                             repetition_penalty=repetition_penalty, seed=seed, stop=stop)
+        return it if stream else "".join(it)
+
+
+def parse_bytes(value) -> int:
+    """'512MiB', '2GiB', '1.5G', '1000000' -> bytes."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    s = str(value).strip()
+    units = {"k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
+             "g": 1e9, "gb": 1e9, "gib": 2**30, "b": 1}
+    num = s.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    unit = s[len(num):].strip().lower()
+    try:
+        return int(float(num) * (units[unit] if unit else 1))
+    except (ValueError, KeyError):
+        raise IngotError(f"cannot read memory size '{value}' (use e.g. 512MiB or 2GiB)") from None
+

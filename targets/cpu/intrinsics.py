@@ -1,0 +1,89 @@
+"""Low-level helpers for numba kernels: raw pointers from integer addresses, float16/bfloat16
+widening, and atomics for the in-kernel barrier. Each emits a few LLVM instructions."""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+_I64 = ir.IntType(64)
+
+
+def _ptr_intrinsic(nb_type, ll_type):
+    @intrinsic
+    def as_ptr(typingctx, addr):
+        def codegen(context, builder, sig, args):
+            return builder.inttoptr(args[0], ir.PointerType(ll_type))
+        return types.CPointer(nb_type)(types.int64), codegen
+    return as_ptr
+
+
+ptr_f32 = _ptr_intrinsic(types.float32, ir.FloatType())
+ptr_u16 = _ptr_intrinsic(types.uint16, ir.IntType(16))
+ptr_i32 = _ptr_intrinsic(types.int32, ir.IntType(32))
+
+
+@intrinsic
+def half_to_f32(typingctx, bits):
+    """IEEE half in a uint16 -> float32 (vcvtph2ps on x86 with F16C)."""
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def bf16_to_f32(typingctx, bits):
+    """bfloat16 in a uint16 -> float32: the bits are the top half of an f32."""
+    def codegen(context, builder, sig, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(wide, ir.FloatType())
+    return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def atomic_add(typingctx, addr, value):
+    def codegen(context, builder, sig, args):
+        p = builder.inttoptr(args[0], ir.PointerType(_I64))
+        return builder.atomic_rmw("add", p, args[1], "seq_cst")
+    return types.int64(types.int64, types.int64), codegen
+
+
+@intrinsic
+def atomic_load(typingctx, addr):
+    def codegen(context, builder, sig, args):
+        p = builder.inttoptr(args[0], ir.PointerType(_I64))
+        return builder.load_atomic(p, "seq_cst", 8)
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def atomic_store(typingctx, addr, value):
+    def codegen(context, builder, sig, args):
+        p = builder.inttoptr(args[0], ir.PointerType(_I64))
+        builder.store_atomic(args[1], p, "seq_cst", 8)
+        return context.get_dummy_value()
+    return types.none(types.int64, types.int64), codegen
+
+
+sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+
+@njit(error_model="numpy", _nrt=False)
+def barrier(sync, nth):
+    """Sense-reversing barrier over two int64 words at `sync`: [arrived, generation].
+
+    Threads spin on the generation word; after a while they yield so that more threads than
+    cores still make progress.
+    """
+    if nth <= 1:
+        return
+    gen = atomic_load(sync + 8)
+    if atomic_add(sync, 1) == nth - 1:
+        atomic_store(sync, 0)
+        atomic_add(sync + 8, 1)
+    else:
+        spins = 0
+        while atomic_load(sync + 8) == gen:
+            spins += 1
+            if spins > 20000:
+                sched_yield()

@@ -1,0 +1,287 @@
+"""CPU kernels as numba functions over raw addresses, one per IR op (some ops take two).
+
+Every kernel takes (..., tid, nth) and does its share of rows; the step function puts a barrier
+between kernels. Arguments are int64 addresses and sizes, or float64 constants, so that the
+generated step function is a flat sequence of calls that LLVM sees whole. Weight loads go
+through a per-storage-type loader, so one kernel description covers f32, f16 and bf16.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .intrinsics import bf16_to_f32, half_to_f32, ptr_f32, ptr_i32, ptr_u16
+
+FM = {"nnan", "ninf", "nsz", "arcp", "contract", "afn", "reassoc"}
+KW = dict(fastmath=FM, error_model="numpy", _nrt=False, cache=False)
+# Attention keeps -inf as the running max's start: no nnan/ninf there.
+KW_ATTN = dict(fastmath=FM - {"nnan", "ninf"}, error_model="numpy", _nrt=False, cache=False)
+
+
+@njit(inline="always", **KW)
+def split(n, tid, nth):
+    per = (n + nth - 1) // nth
+    lo = min(n, tid * per)
+    return lo, min(n, lo + per)
+
+
+@njit(inline="always", **KW)
+def ld_f32(addr, i):
+    return ptr_f32(addr)[i]
+
+
+@njit(inline="always", **KW)
+def ld_f16(addr, i):
+    return half_to_f32(ptr_u16(addr)[i])
+
+
+@njit(inline="always", **KW)
+def ld_bf16(addr, i):
+    return bf16_to_f32(ptr_u16(addr)[i])
+
+
+LOADERS = {"f32": ld_f32, "f16": ld_f16, "bf16": ld_bf16}
+
+
+def _make_embed(ld):
+    @njit(**KW)
+    def embed(tok, n, table, dim, scale, y, tid, nth):
+        lo, hi = split(n, tid, nth)
+        T = ptr_i32(tok)
+        Y = ptr_f32(y)
+        s = np.float32(scale)
+        for t in range(lo, hi):
+            base = np.int64(T[t]) * dim
+            for j in range(dim):
+                Y[t * dim + j] = ld(table, base + j) * s
+    return embed
+
+
+def _make_linear(ld):
+    @njit(**KW)
+    def linear(x, xs, n, K, w, N, b, y, scratch, tid, nth):
+        """y[t, r] = sum_k x[t, k] * W[r, k] (+ b[r]); rows of W split across threads."""
+        lo, hi = split(N, tid, nth)
+        X = ptr_f32(x)
+        Y = ptr_f32(y)
+        if n == 1:
+            for r in range(lo, hi):
+                acc = np.float32(0.0)
+                base = r * K
+                for k in range(K):
+                    acc += X[k] * ld(w, base + k)
+                if b != 0:
+                    acc += ptr_f32(b)[r]
+                Y[r] = acc
+            return
+        # Several tokens: widen each weight row once into scratch, reuse it for every token.
+        S = ptr_f32(scratch)
+        for r in range(lo, hi):
+            base = r * K
+            for k in range(K):
+                S[k] = ld(w, base + k)
+            bias = ptr_f32(b)[r] if b != 0 else np.float32(0.0)
+            for t in range(n):
+                acc = np.float32(0.0)
+                xo = t * xs
+                for k in range(K):
+                    acc += X[xo + k] * S[k]
+                Y[t * N + r] = acc + bias
+    return linear
+
+
+EMBED = {k: _make_embed(v) for k, v in LOADERS.items()}
+LINEAR = {k: _make_linear(v) for k, v in LOADERS.items()}
+
+
+@njit(**KW)
+def rmsnorm(x, xs, n, cols, group, w, eps, unit, y, ys, tid, nth):
+    """RMSNorm over groups of `group` columns (group == cols for a whole row; head_dim for
+    qk-norm); gain w (+1 for Gemma-style norms)."""
+    G = cols // group
+    lo, hi = split(n * G, tid, nth)
+    X = ptr_f32(x)
+    Y = ptr_f32(y)
+    W = ptr_f32(w)
+    u = np.float32(unit)
+    for idx in range(lo, hi):
+        t = idx // G
+        g = idx - t * G
+        xo = t * xs + g * group
+        yo = t * ys + g * group
+        ss = np.float32(0.0)
+        for j in range(group):
+            v = X[xo + j]
+            ss += v * v
+        r = np.float32(1.0) / math.sqrt(ss / np.float32(group) + np.float32(eps))
+        for j in range(group):
+            Y[yo + j] = X[xo + j] * r * (W[j] + u)
+
+
+@njit(**KW)
+def add_rmsnorm(a, b, n, cols, w, eps, unit, s, y, tid, nth):
+    """s = a + b; y = rmsnorm(s): the residual add fused with the next norm."""
+    lo, hi = split(n, tid, nth)
+    A = ptr_f32(a)
+    B = ptr_f32(b)
+    S = ptr_f32(s)
+    Y = ptr_f32(y)
+    W = ptr_f32(w)
+    u = np.float32(unit)
+    for t in range(lo, hi):
+        o = t * cols
+        ss = np.float32(0.0)
+        for j in range(cols):
+            v = A[o + j] + B[o + j]
+            S[o + j] = v
+            ss += v * v
+        r = np.float32(1.0) / math.sqrt(ss / np.float32(cols) + np.float32(eps))
+        for j in range(cols):
+            Y[o + j] = S[o + j] * r * (W[j] + u)
+
+
+@njit(**KW)
+def rope(x, xs, n, heads, hd, rot, neox, cos, sin, pos, y, tid, nth):
+    """Rotate pairs of each head by the table angles of its position; copy the rest."""
+    lo, hi = split(n * heads, tid, nth)
+    X = ptr_f32(x)
+    Y = ptr_f32(y)
+    C = ptr_f32(cos)
+    Sn = ptr_f32(sin)
+    half = rot // 2
+    cols = heads * hd
+    for idx in range(lo, hi):
+        t = idx // heads
+        h = idx - t * heads
+        xo = t * xs + h * hd
+        yo = t * cols + h * hd
+        co = (pos + t) * half
+        for i in range(half):
+            if neox:
+                ia, ib = i, i + half
+            else:
+                ia, ib = 2 * i, 2 * i + 1
+            c = C[co + i]
+            s = Sn[co + i]
+            va = X[xo + ia]
+            vb = X[xo + ib]
+            Y[yo + ia] = va * c - vb * s
+            Y[yo + ib] = vb * c + va * s
+        for i in range(rot, hd):
+            Y[yo + i] = X[xo + i]
+
+
+@njit(**KW)
+def kv_store(k, ks, v, vs, n, width, kc, vc, pos, tid, nth):
+    """Append this step's key and value rows to the layer's cache at `pos`."""
+    lo, hi = split(n, tid, nth)
+    Kx = ptr_f32(k)
+    Vx = ptr_f32(v)
+    KC = ptr_f32(kc)
+    VC = ptr_f32(vc)
+    for t in range(lo, hi):
+        o = (pos + t) * width
+        for j in range(width):
+            KC[o + j] = Kx[t * ks + j]
+            VC[o + j] = Vx[t * vs + j]
+
+
+@njit(**KW_ATTN)
+def attention(q, qs, n, H, KV, D, kc, vc, pos, scale, window, softcap, out, scratch, tid, nth):
+    """Causal softmax attention of each (token, head) over the cache; GQA shares kv heads."""
+    lo, hi = split(n * H, tid, nth)
+    Q = ptr_f32(q)
+    KC = ptr_f32(kc)
+    VC = ptr_f32(vc)
+    O = ptr_f32(out)
+    S = ptr_f32(scratch)
+    grp = H // KV
+    width = KV * D
+    sc = np.float32(scale)
+    cap = np.float32(softcap)
+    for idx in range(lo, hi):
+        t = idx // H
+        h = idx - t * H
+        g = h // grp
+        p = pos + t
+        start = 0
+        if window > 0 and p - window + 1 > 0:
+            start = p - window + 1
+        qo = t * qs + h * D
+        m = np.float32(-np.inf)
+        for j in range(start, p + 1):
+            ko = j * width + g * D
+            s = np.float32(0.0)
+            for d in range(D):
+                s += Q[qo + d] * KC[ko + d]
+            s *= sc
+            if cap > 0:
+                s = cap * math.tanh(s / cap)
+            S[j - start] = s
+            if s > m:
+                m = s
+        tot = np.float32(0.0)
+        for j in range(p + 1 - start):
+            e = math.exp(S[j] - m)
+            S[j] = e
+            tot += e
+        inv = np.float32(1.0) / tot
+        oo = t * H * D + h * D
+        for d in range(D):
+            O[oo + d] = 0.0
+        for j in range(start, p + 1):
+            pj = S[j - start] * inv
+            vo = j * width + g * D
+            for d in range(D):
+                O[oo + d] += pj * VC[vo + d]
+
+
+@njit(inline="always", **KW)
+def act(x, kind):
+    if kind == 0:  # silu
+        return x / (np.float32(1.0) + math.exp(-x))
+    if kind == 1:  # gelu, tanh approximation
+        return np.float32(0.5) * x * (np.float32(1.0) + math.tanh(
+            np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)))
+    return np.float32(0.5) * x * (np.float32(1.0) + math.erf(x * np.float32(0.7071067811865476)))
+
+
+ACT_CODES = {"silu": 0, "gelu_tanh": 1, "gelu": 2}
+
+
+@njit(**KW)
+def mul_act(a, as_, b, bs, n, cols, kind, y, tid, nth):
+    """y = act(a) * b, row by row; a and b may be column views of one fused matrix."""
+    lo, hi = split(n, tid, nth)
+    A = ptr_f32(a)
+    B = ptr_f32(b)
+    Y = ptr_f32(y)
+    for t in range(lo, hi):
+        for j in range(cols):
+            Y[t * cols + j] = act(A[t * as_ + j], kind) * B[t * bs + j]
+
+
+@njit(**KW)
+def add(a, as_, b, bs, n, cols, y, tid, nth):
+    lo, hi = split(n, tid, nth)
+    A = ptr_f32(a)
+    B = ptr_f32(b)
+    Y = ptr_f32(y)
+    for t in range(lo, hi):
+        for j in range(cols):
+            Y[t * cols + j] = A[t * as_ + j] + B[t * bs + j]
+
+
+@njit(**KW)
+def scale(x, xs, n, cols, c, softcap, y, tid, nth):
+    """y = c * x, or c * tanh(x / c) when softcap."""
+    lo, hi = split(n, tid, nth)
+    X = ptr_f32(x)
+    Y = ptr_f32(y)
+    cc = np.float32(c)
+    for t in range(lo, hi):
+        for j in range(cols):
+            v = X[t * xs + j]
+            Y[t * cols + j] = cc * math.tanh(v / cc) if softcap else cc * v

@@ -1,0 +1,142 @@
+"""Renders a planned graph into the Python source of one step function.
+
+The step is a flat list of kernel calls with every address an arena/weights/state base plus a
+constant offset, and a barrier between kernels. numba compiles it (and the kernels it calls)
+into one LLVM module; the renderer table below says how each op becomes calls.
+"""
+from __future__ import annotations
+
+from ...compiler.ir import Op, Tensor
+from . import kernels as K
+
+STEP_ARGS = ("wb", "ab", "kb", "sb", "n", "pos", "tid", "nth", "sync")
+
+
+class Ctx:
+    def __init__(self, plan, weight_offsets, state_offsets):
+        self.plan, self.wo, self.so = plan, weight_offsets, state_offsets
+
+    def addr(self, t: Tensor) -> str:
+        if t.kind == "state":
+            return f"kb + {self.so[id(t)]}"
+        off = self.plan.offset(t) + 4 * t.col_offset
+        if t.last_row:
+            return f"ab + {off} + (n - 1) * {4 * t.row_stride}"
+        return f"ab + {off}"
+
+    def w(self, w) -> str:
+        return "0" if w is None else f"wb + {self.wo[id(w)]}"
+
+    @staticmethod
+    def rows(t: Tensor) -> str:
+        return "n" if t.rows == "T" else str(t.rows)
+
+
+def _embed(c, n):
+    w = n.weights["w"]
+    return [f"EMBED_{w.dtype}({c.addr(n.inputs[0])}, n, {c.w(w)}, {w.shape[1]}, "
+            f"{float(n.attrs.get('scale', 1.0))!r}, {c.addr(n.outputs[0])}, tid, nth)"]
+
+
+def _linear(c, n):
+    x, y, w = n.inputs[0], n.outputs[0], n.weights["w"]
+    return [f"LINEAR_{w.dtype}({c.addr(x)}, {x.row_stride}, {c.rows(x)}, {w.shape[1]}, "
+            f"{c.w(w)}, {w.shape[0]}, {c.w(n.weights.get('b'))}, {c.addr(y)}, sb, tid, nth)"]
+
+
+def _rmsnorm(c, n):
+    x, y, a = n.inputs[0], n.outputs[0], n.attrs
+    return [f"rmsnorm({c.addr(x)}, {x.row_stride}, {c.rows(x)}, {x.cols}, "
+            f"{a.get('group') or x.cols}, {c.w(n.weights['w'])}, {float(a['eps'])!r}, "
+            f"{1.0 if a.get('unit_offset') else 0.0}, {c.addr(y)}, {y.row_stride}, tid, nth)"]
+
+
+def _add_rmsnorm(c, n):
+    a, b = n.inputs
+    s, y = n.outputs
+    return [f"add_rmsnorm({c.addr(a)}, {c.addr(b)}, {c.rows(a)}, {a.cols}, "
+            f"{c.w(n.weights['w'])}, {float(n.attrs['eps'])!r}, "
+            f"{1.0 if n.attrs.get('unit_offset') else 0.0}, {c.addr(s)}, {c.addr(y)}, tid, nth)"]
+
+
+def _rope(c, n):
+    x, y, a = n.inputs[0], n.outputs[0], n.attrs
+    return [f"rope({c.addr(x)}, {x.row_stride}, {c.rows(x)}, {a['n_heads']}, {a['head_dim']}, "
+            f"{a['rot_dim']}, {bool(a['neox'])}, {c.w(n.weights['cos'])}, "
+            f"{c.w(n.weights['sin'])}, pos, {c.addr(y)}, tid, nth)"]
+
+
+def _attention(c, n):
+    q, k, v = n.inputs
+    a = n.attrs
+    kc, vc = c.addr(n.states["k_cache"]), c.addr(n.states["v_cache"])
+    store = (f"kv_store({c.addr(k)}, {k.row_stride}, {c.addr(v)}, {v.row_stride}, "
+             f"{c.rows(q)}, {k.cols}, "
+             f"{kc}, {vc}, pos, tid, nth)")
+    attend = (f"attention({c.addr(q)}, {q.row_stride}, {c.rows(q)}, {a['n_heads']}, "
+              f"{a['n_kv_heads']}, {a['head_dim']}, {kc}, {vc}, pos, {float(a['scale'])!r}, "
+              f"{int(a['window'])}, {float(a['softcap'])!r}, {c.addr(n.outputs[0])}, sb, "
+              f"tid, nth)")
+    return [store, attend]
+
+
+def _mul_act(c, n):
+    a, b = n.inputs
+    return [f"mul_act({c.addr(a)}, {a.row_stride}, {c.addr(b)}, {b.row_stride}, {c.rows(a)}, "
+            f"{a.cols}, {K.ACT_CODES[n.attrs.get('act', 'silu')]}, {c.addr(n.outputs[0])}, "
+            f"tid, nth)"]
+
+
+def _swiglu(c, n):
+    x = n.inputs[0]
+    f = x.cols // 2
+    base = c.addr(x)
+    return [f"mul_act({base}, {x.row_stride}, {base} + {4 * f}, {x.row_stride}, {c.rows(x)}, "
+            f"{f}, {K.ACT_CODES[n.attrs.get('act', 'silu')]}, {c.addr(n.outputs[0])}, "
+            f"tid, nth)"]
+
+
+def _add(c, n):
+    a, b = n.inputs
+    return [f"add({c.addr(a)}, {a.row_stride}, {c.addr(b)}, {b.row_stride}, {c.rows(a)}, "
+            f"{a.cols}, {c.addr(n.outputs[0])}, tid, nth)"]
+
+
+def _scale(c, n, softcap):
+    x = n.inputs[0]
+    return [f"scale({c.addr(x)}, {x.row_stride}, {c.rows(x)}, {x.cols}, "
+            f"{float(n.attrs['c'])!r}, {softcap}, {c.addr(n.outputs[0])}, tid, nth)"]
+
+
+RENDERERS = {
+    Op.EMBED: _embed, Op.LINEAR: _linear, Op.RMSNORM: _rmsnorm, Op.ADD_RMSNORM: _add_rmsnorm,
+    Op.ROPE: _rope, Op.ATTENTION: _attention, Op.MUL_ACT: _mul_act, Op.SWIGLU: _swiglu,
+    Op.ADD: _add, Op.SCALE: lambda c, n: _scale(c, n, False),
+    Op.SOFTCAP: lambda c, n: _scale(c, n, True),
+}
+
+
+def kernel_globals() -> dict:
+    g = {f"EMBED_{k}": v for k, v in K.EMBED.items()}
+    g.update({f"LINEAR_{k}": v for k, v in K.LINEAR.items()})
+    g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, rope=K.rope, kv_store=K.kv_store,
+             attention=K.attention, mul_act=K.mul_act, add=K.add, scale=K.scale)
+    from .intrinsics import barrier
+    g["barrier"] = barrier
+    return g
+
+
+def render_step(graph, plan, weight_offsets, state_offsets, name: str, fixed_n=None) -> str:
+    """Source of `def name(wb, ab, kb, sb, n, pos, tid, nth, sync)`; with `fixed_n` the token
+    count is a constant so LLVM specialises the kernels (the decode step uses n = 1)."""
+    c = Ctx(plan, weight_offsets, state_offsets)
+    lines = [f"def {name}({', '.join(STEP_ARGS)}):"]
+    if fixed_n is not None:
+        lines.append(f"    n = {int(fixed_n)}")
+    calls = [call for node in graph.nodes for call in RENDERERS[node.op](c, node)]
+    for i, call in enumerate(calls):
+        lines.append(f"    {call}")
+        if i + 1 < len(calls):
+            lines.append("    barrier(sync, nth)")
+    lines.append("    return 0")
+    return "\n".join(lines) + "\n"
