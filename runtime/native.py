@@ -7,6 +7,7 @@ workers released by a barrier; the kernels synchronise among themselves inside t
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import tempfile
 import threading
@@ -16,14 +17,23 @@ from ..errors import IngotError
 N_ARGS = 9  # wb, ab, kb, sb, n, pos, tid, nth, sync
 
 
+_LOADED: dict = {}  # code digest -> CDLL; identical code is shared, never unloaded
+
+
 def load_library(code: bytes | memoryview) -> ctypes.CDLL:
+    key = hashlib.sha256(code).hexdigest()
+    if key not in _LOADED:
+        _LOADED[key] = _dlopen(code)
+    return _LOADED[key]
+
+
+def _dlopen(code) -> ctypes.CDLL:
     if hasattr(os, "memfd_create"):
+        # The fd stays open: the dynamic loader recognises libraries by path, and a reused
+        # /proc/self/fd/N would hand back a different, earlier library.
         fd = os.memfd_create("ingot-code", 0)
-        try:
-            os.write(fd, code)
-            return ctypes.CDLL(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
+        os.write(fd, code)
+        return ctypes.CDLL(f"/proc/self/fd/{fd}")
     with tempfile.NamedTemporaryFile(suffix=".so", delete=False) as f:
         f.write(code)
     try:

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny models and their compiled artefacts, built once per session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # 2-core CI: no BLAS thread storms
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory):
+    """name -> (folder, torch model); built lazily, once."""
+    from tiny_models import build_model, save_model
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            m = build_model(name)
+            cache[name] = (save_model(m, tmp_path_factory.mktemp(name)), m)
+        return cache[name]
+    return get
+
+
+@pytest.fixture(scope="session")
+def artefacts(model_dirs, tmp_path_factory):
+    """(name, dtype) -> compiled artefact path; compiled once per session."""
+    import ingot
+    cache: dict = {}
+    out = tmp_path_factory.mktemp("artefacts")
+
+    def get(name: str, dtype: str = "f32", max_seq_len: int = 128):
+        key = (name, dtype, max_seq_len)
+        if key not in cache:
+            folder, _ = model_dirs(name)
+            cache[key] = ingot.compile(folder, out / f"{name}-{dtype}-{max_seq_len}.ingot",
+                                       dtype=dtype, max_seq_len=max_seq_len,
+                                       verify_passes=True)
+        return cache[key]
+    return get

@@ -1,0 +1,97 @@
+"""Tiny random Hugging Face models, built by the tests (nothing is downloaded).
+
+Each config exercises odd sizes and the family's options; `save_model` writes a folder with
+config.json, safetensors and a small trained tokenizer with a chat template.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+# name -> (transformers config class name, kwargs). Sizes are deliberately not multiples of 32.
+CONFIGS = {
+    # GQA ratio 2, untied, head_dim given explicitly.
+    "llama": ("LlamaConfig", dict(vocab_size=300, hidden_size=40, intermediate_size=72,
+                                  num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, head_dim=10, tie_word_embeddings=False,
+                                  max_position_embeddings=256)),
+    # GQA ratio 4, tied embeddings, llama3 RoPE scaling.
+    "llama_tied_llama3rope": ("LlamaConfig", dict(
+        vocab_size=300, hidden_size=48, intermediate_size=100, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, tie_word_embeddings=True,
+        max_position_embeddings=256,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 50000.0, "factor": 8.0,
+                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 32})),
+    # yarn scaling with attention biases and an MLP bias.
+    "llama_yarn_bias": ("LlamaConfig", dict(
+        vocab_size=300, hidden_size=36, intermediate_size=60, num_hidden_layers=2,
+        num_attention_heads=3, num_key_value_heads=3, attention_bias=True, mlp_bias=True,
+        max_position_embeddings=256,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 64})),
+    # GQA ratio 1, sliding window shorter than the test prompts.
+    "mistral": ("MistralConfig", dict(vocab_size=300, hidden_size=36, intermediate_size=60,
+                                      num_hidden_layers=2, num_attention_heads=3,
+                                      num_key_value_heads=3, head_dim=12, sliding_window=7,
+                                      tie_word_embeddings=False, max_position_embeddings=256)),
+    # q/k/v biases, tied, GQA ratio 2.
+    "qwen2": ("Qwen2Config", dict(vocab_size=300, hidden_size=56, intermediate_size=88,
+                                  num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, tie_word_embeddings=True,
+                                  max_position_embeddings=256)),
+    # qk-norm, head_dim larger than hidden/heads, GQA ratio 4, untied.
+    "qwen3": ("Qwen3Config", dict(vocab_size=300, hidden_size=40, intermediate_size=64,
+                                  num_hidden_layers=3, num_attention_heads=4,
+                                  num_key_value_heads=1, head_dim=16, tie_word_embeddings=False,
+                                  max_position_embeddings=256)),
+}
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+_CORPUS = ("The quick brown fox jumps over the lazy dog. Ingot compiles language models "
+           "ahead of time for small hosts: laptops, Jetson boards and appliances. "
+           "héllo wörld, 日本語のテキスト, emoji 🙂 and numbers 12345 67890. ") * 20
+
+
+def make_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator([_CORPUS], trainer)
+    return tok
+
+
+def build_model(name: str, seed: int = 0):
+    import torch
+    import transformers
+    cls_name, kw = CONFIGS[name]
+    cfg = getattr(transformers, cls_name)(**kw, bos_token_id=0, eos_token_id=1)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    # Larger than the default 0.02 init so that logits differ visibly between tokens.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, 0.2)
+            else:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model.float()
+
+
+def save_model(model, folder: pathlib.Path, *, tokenizer=True) -> pathlib.Path:
+    folder = pathlib.Path(folder)
+    model.save_pretrained(folder)
+    if tokenizer:
+        tok = make_tokenizer(model.config.vocab_size)
+        tok.save(str(folder / "tokenizer.json"))
+        (folder / "tokenizer_config.json").write_text(json.dumps({
+            "bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True,
+            "chat_template": CHATML}))
+    return folder
