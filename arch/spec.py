@@ -65,13 +65,19 @@ def rope_scaling(cfg: dict) -> tuple[float, Optional[dict]]:
     """(theta, scaling dict or None) from old (`rope_theta`, `rope_scaling`) or new
     (`rope_parameters`) config layouts."""
     params = cfg.get("rope_parameters")
-    if isinstance(params, dict) and "rope_type" in params or isinstance(params, dict) and "rope_theta" in params:
+    if isinstance(params, dict) and ("rope_type" in params or "rope_theta" in params):
         theta = float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))
-        kind = params.get("rope_type", params.get("type", "default"))
-        return theta, (None if kind == "default" else dict(params, rope_type=kind))
-    theta = float(cfg.get("rope_theta", 10000.0))
-    sc = cfg.get("rope_scaling")
+        sc = params
+    else:
+        theta = float(cfg.get("rope_theta", 10000.0))
+        sc = cfg.get("rope_scaling")
     if not sc:
         return theta, None
     kind = sc.get("rope_type", sc.get("type", "default"))
-    return theta, (None if kind == "default" else dict(sc, rope_type=kind))
+    if kind == "default":
+        return theta, None
+    sc = dict(sc, rope_type=kind)
+    # Some configs (Phi 3) keep the pre-training length at the top level.
+    if "original_max_position_embeddings" not in sc and cfg.get("original_max_position_embeddings"):
+        sc["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+    return theta, sc
