@@ -59,12 +59,22 @@ def read_model(model):
     return folder, cfg, family, spec
 
 
+def chat_template_of(folder: pathlib.Path):
+    """The chat template: chat_template.jinja (newer transformers) or tokenizer_config.json's
+    `chat_template` (a string or a list of named templates); None when the model has none."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.exists():
+        return jinja.read_text(encoding="utf-8")
+    return read_json(folder / "tokenizer_config.json", required=False).get("chat_template")
+
+
 def content_key(folder: pathlib.Path, **opts) -> str:
     """A hash of everything that determines the artefact: file contents and options."""
     h = hashlib.blake2b(digest_size=16)
     h.update(repr(sorted(opts.items())).encode())
     h.update(__version__.encode())
-    names = ["config.json", *TOKENIZER_FILES, "model.safetensors.index.json"]
+    names = ["config.json", *TOKENIZER_FILES, "chat_template.jinja",
+             "model.safetensors.index.json"]
     names += sorted(p.name for p in folder.glob("*.safetensors"))
     for name in names:
         p = folder / name
@@ -125,12 +135,23 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
             return output
     output = pathlib.Path(output)
 
+    from tqdm import tqdm
+    bar = tqdm(total=5, desc=f"compile {folder.name}", unit="phase", disable=not progress,
+               leave=False)
+
+    def phase(name):
+        bar.set_postfix_str(name)
+        bar.update(1)
+
     tensors = index_folder(folder)
     graph = trace(family, spec, tensors, dtype=dt, max_seq=max_seq)
+    phase("passes")
     verify = (lambda a, b, name: outputs_match(a, b, name, vocab=spec.vocab_size)) \
         if verify_passes else None
     graph = run_passes(graph, verify)
+    phase("memory plan")
     plan = plan_memory(graph, chunk)
+    phase("native code")
 
     weights = graph.weights()
     w_off, w_size = _layout(weights, weight_nbytes, WEIGHT_ALIGN)
@@ -141,8 +162,10 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     sources = {"prefill": render_step(graph, plan, w_off, s_off, "prefill"),
                "decode": render_step(graph, plan, w_off, s_off, "decode", fixed_n=1)}
     code = build_library(sources, tgt, workdir=output.parent if output.parent.exists() else None)
+    phase("write")
 
     tok_files = {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).exists()}
+    template = chat_template_of(folder)
     logits = graph.outputs["logits"]
     plan_json = {
         "arch": spec.arch, "family": family.name, "dtype": dt,
@@ -183,5 +206,9 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         aw.add("code", code)
         for name, data in tok_files.items():
             aw.add(name.removesuffix(".json"), data)
+        if template is not None:
+            aw.add("chat_template", json.dumps(template, sort_keys=True).encode())
         aw.add("weights", weight_chunks(), align=PAGE)
+    phase("done")
+    bar.close()
     return output

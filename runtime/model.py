@@ -157,9 +157,8 @@ class Model:
     def chat_template(self):
         if self._chat is None:
             from .chat import ChatTemplate, pick_template
-            cfg = self.artefact.json("tokenizer_config") \
-                if self.artefact.has("tokenizer_config") else {}
-            src = pick_template(cfg.get("chat_template"))
+            src = pick_template(self.artefact.json("chat_template")) \
+                if self.artefact.has("chat_template") else None
             if not src:
                 raise IngotError(f"{self.path}: the model has no chat template; pass a plain "
                                  f"prompt string")
