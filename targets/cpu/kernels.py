@@ -96,28 +96,30 @@ EMBED = {k: _make_embed(v) for k, v in LOADERS.items()}
 LINEAR = {k: _make_linear(v) for k, v in LOADERS.items()}
 
 
+@njit(inline="always", **KW)
+def norm_row(X, xo, Y, yo, count, W, eps, unit):
+    """Y[yo:yo+count] = X[xo:xo+count] / rms * (W + unit)."""
+    ss = np.float32(0.0)
+    for j in range(count):
+        v = X[xo + j]
+        ss += v * v
+    r = np.float32(1.0) / math.sqrt(ss / np.float32(count) + np.float32(eps))
+    u = np.float32(unit)
+    for j in range(count):
+        Y[yo + j] = X[xo + j] * r * (W[j] + u)
+
+
 @njit(**KW)
 def rmsnorm(x, xs, n, cols, group, w, eps, unit, y, ys, tid, nth):
     """RMSNorm over groups of `group` columns (group == cols for a whole row; head_dim for
     qk-norm); gain w (+1 for Gemma-style norms)."""
     G = cols // group
     lo, hi = split(n * G, tid, nth)
-    X = ptr_f32(x)
-    Y = ptr_f32(y)
-    W = ptr_f32(w)
-    u = np.float32(unit)
     for idx in range(lo, hi):
         t = idx // G
         g = idx - t * G
-        xo = t * xs + g * group
-        yo = t * ys + g * group
-        ss = np.float32(0.0)
-        for j in range(group):
-            v = X[xo + j]
-            ss += v * v
-        r = np.float32(1.0) / math.sqrt(ss / np.float32(group) + np.float32(eps))
-        for j in range(group):
-            Y[yo + j] = X[xo + j] * r * (W[j] + u)
+        norm_row(ptr_f32(x), t * xs + g * group, ptr_f32(y), t * ys + g * group, group,
+                 ptr_f32(w), eps, unit)
 
 
 @njit(**KW)
@@ -127,19 +129,11 @@ def add_rmsnorm(a, b, n, cols, w, eps, unit, s, y, tid, nth):
     A = ptr_f32(a)
     B = ptr_f32(b)
     S = ptr_f32(s)
-    Y = ptr_f32(y)
-    W = ptr_f32(w)
-    u = np.float32(unit)
     for t in range(lo, hi):
         o = t * cols
-        ss = np.float32(0.0)
         for j in range(cols):
-            v = A[o + j] + B[o + j]
-            S[o + j] = v
-            ss += v * v
-        r = np.float32(1.0) / math.sqrt(ss / np.float32(cols) + np.float32(eps))
-        for j in range(cols):
-            Y[o + j] = S[o + j] * r * (W[j] + u)
+            S[o + j] = A[o + j] + B[o + j]
+        norm_row(S, o, ptr_f32(y), o, cols, ptr_f32(w), eps, unit)
 
 
 @njit(**KW)
