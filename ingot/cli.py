@@ -1,2 +1,306 @@
-def main(argv=None):
-    raise SystemExit("cli: not yet")
+"""`ingot`: compile, run, inspect and bench from the command line.
+
+Imports stay inside the commands: `ingot run model.ingot` must not pay for torch or numba.
+Every user error ends in one line `ingot: error: …` and exit status 1 (usage errors: 2).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+
+from . import __version__
+from .errors import IngotError
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def threads_list(text: str) -> list:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2 (got '{text}')")
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"thread counts must be at least 1 (got '{text}')")
+    return vals
+
+
+# -- compile ---------------------------------------------------------------------------------
+def cmd_compile(args) -> int:
+    import ingot
+    # tqdm's carriage-return redraws are noise in a captured log; show them on a terminal only.
+    path = ingot.compile(args.model, args.output, dtype=args.dtype, target=args.target,
+                         max_seq_len=args.max_seq_len, prefill_chunk=args.prefill_chunk,
+                         progress=sys.stderr.isatty())
+    print(f"{path}  ({_size(path.stat().st_size)})")
+    return 0
+
+
+# -- run -------------------------------------------------------------------------------------
+class _StopOnCtrlC:
+    """While an answer streams, Ctrl-C sets a flag the loop checks between tokens, so a native
+    step is never cut in half; a second Ctrl-C interrupts for real."""
+
+    def __enter__(self):
+        self.stop = False
+        # Only the main thread may set handlers; elsewhere Ctrl-C keeps its usual meaning.
+        self._main = threading.current_thread() is threading.main_thread()
+        if self._main:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc):
+        if self._main:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _sampling(args) -> dict:
+    return dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                seed=args.seed)
+
+
+def _stream(model, prompt, args) -> tuple:
+    """Print the answer as it comes; (text, whether Ctrl-C stopped it)."""
+    out = []
+    with _StopOnCtrlC() as ctrl_c:
+        for piece in model.generate(prompt, stream=True, **_sampling(args)):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            out.append(piece)
+            if ctrl_c.stop:
+                break
+    sys.stdout.write(" [stopped]\n" if ctrl_c.stop else "\n")
+    sys.stdout.flush()
+    return "".join(out), ctrl_c.stop
+
+
+def _uses_template(model, args) -> bool:
+    if args.raw or not model.artefact.has("chat_template"):
+        if args.system:
+            raise IngotError("--system needs the model's chat template (drop --raw)"
+                             if args.raw else "--system needs a chat template; the model has none")
+        return False
+    return True
+
+
+def _chat(model, args) -> int:
+    """A small multi-turn loop over stdin lines."""
+    templated = _uses_template(model, args)
+    system, history = args.system, []
+    tty = sys.stdin.isatty()
+    print(f"ingot: chatting with {model.path.name}; /reset, /system TEXT, /exit; Ctrl-C stops "
+          f"an answer, Ctrl-D quits" + ("" if templated else " (no chat template: each line is "
+                                         "a fresh plain prompt)"), file=sys.stderr)
+    while True:
+        try:
+            if tty:
+                sys.stdout.write("> ")
+                sys.stdout.flush()
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:  # at the prompt: drop the line, keep the chat
+            sys.stdout.write("\n")
+            continue
+        if not line:
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            return 0
+        if line == "/reset":
+            history.clear()
+            print("(context cleared)", file=sys.stderr)
+            continue
+        if line == "/system" or line.startswith("/system "):
+            system = line[len("/system"):].strip() or None
+            print(f"(system prompt {'set' if system else 'cleared'})", file=sys.stderr)
+            continue
+        if line.startswith("/"):
+            print(f"unknown command {line.split()[0]} (try /reset, /system TEXT, /exit)",
+                  file=sys.stderr)
+            continue
+        turn = {"role": "user", "content": line}
+        messages = ([{"role": "system", "content": system}] if system else []) + history + [turn]
+        try:
+            answer, _ = _stream(model, messages if templated else line, args)
+        except IngotError as e:  # e.g. the conversation outgrew the context: keep the chat alive
+            print(f"ingot: error: {e} (try /reset)", file=sys.stderr)
+            continue
+        history += [turn, {"role": "assistant", "content": answer}]
+
+
+def cmd_run(args, parser) -> int:
+    if (args.artefact is None) == (args.model is None):
+        parser.error("run needs either an ARTEFACT or -m MODEL")
+    import ingot
+    path = args.artefact
+    if args.model is not None:
+        # compile_model(output=None) keys the user cache by a hash of the files and flags.
+        path = ingot.compile(args.model, None, dtype=args.dtype, max_seq_len=args.max_seq_len,
+                             progress=sys.stderr.isatty())
+    model = ingot.load(path, threads=args.threads)
+    try:
+        if args.prompt is None:
+            return _chat(model, args)
+        prompt = args.prompt
+        if _uses_template(model, args):
+            prompt = ([{"role": "system", "content": args.system}] if args.system else []) + \
+                [{"role": "user", "content": prompt}]
+        if _stream(model, prompt, args)[1]:
+            raise KeyboardInterrupt  # one-shot: Ctrl-C ends the program, after a clean step
+        return 0
+    finally:
+        model.close()
+
+
+# -- inspect ---------------------------------------------------------------------------------
+def cmd_inspect(args) -> int:
+    from .runtime.artefact import Artefact
+    art = Artefact(args.artefact)
+    try:
+        h, plan = art.header, art.json("plan")
+    finally:
+        art.close()
+    if args.json:
+        print(json.dumps({"header": h, "plan": plan}, indent=2, sort_keys=True))
+        return 0
+    t = h.get("target", {})
+    size = art.path.stat().st_size
+    out = [f"artefact   {art.path}  ({_size(size)})",
+           f"format     version {h.get('format_version')}, written by ingot "
+           f"{h.get('ingot_version')}, model {h.get('model')}",
+           f"target     {t.get('name')}: {t.get('machine')} {t.get('triple')}, cpu {t.get('cpu')}"
+           f"; needs {' '.join(t.get('required_flags') or []) or 'no special flags'}",
+           "", "sections   name                   offset          size"]
+    out += [f"           {s['name']:<20} {s['offset']:>8}  {_size(s['size']):>12}"
+            for s in art.section_info()]
+    arena, naive = plan["arena_bytes"], plan["arena_naive_bytes"]
+    saved = f"{100 * (1 - arena / naive):.0f}% less" if naive else "n/a"
+    out += ["", f"model      {plan['arch']} ({plan['family']}), {plan['dtype']}, "
+                f"{plan['n_layers']} layers, hidden {plan['hidden']}, heads {plan['n_heads']}"
+                f"/{plan['n_kv_heads']} kv, vocab {plan['vocab_size']}",
+            f"context    max_seq_len {plan['max_seq_len']}, prefill chunk "
+            f"{plan['prefill_chunk']}",
+            "memory plan",
+            f"  arena            {_size(arena)}  (naive sum of buffers {_size(naive)}: {saved})",
+            f"  scratch/thread   {_size(plan['scratch_bytes_per_thread'])}",
+            f"  KV cache         {_size(plan['kv_bytes_per_token'])}/token, "
+            f"{_size(plan['state_bytes'])} total",
+            f"  weights          {_size(plan['weights_bytes'])}",
+            "per-layer weights"]
+    out += [f"  layer {i:<4} {_size(b)}" for i, b in enumerate(plan.get("layer_weight_bytes", []))]
+    ops = ", ".join(f"{k} {v}" for k, v in sorted(plan.get("ops", {}).items()))
+    out += [f"ops        {plan.get('nodes')} nodes: {ops}",
+            f"passes     {', '.join(plan.get('passes') or []) or 'none'}"]
+    print("\n".join(out))
+    return 0
+
+
+# -- bench -----------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from .runtime.bench import bench, format_table
+    rows = bench(args.artefact, threads=args.threads, prompt_tokens=args.prompt_tokens,
+                 gen_tokens=args.gen_tokens, repeats=args.repeats)
+    if args.json:
+        print(json.dumps({"artefact": str(args.artefact), "results": rows}, indent=2))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ingot", description="Ahead-of-time compiler and lean "
+                                "runtime for language models.")
+    p.add_argument("--version", action="version", version=f"ingot {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("compile", help="compile a model folder or cached model id")
+    c.add_argument("-m", "--model", required=True, help="Hugging Face folder or cached model id")
+    c.add_argument("-o", "--output", help="artefact path (default: the user cache)")
+    c.add_argument("--dtype", choices=("f32", "f16", "bf16"),
+                   help="weight type (default: the model's torch_dtype)")
+    c.add_argument("--max-seq-len", type=int, default=4096)
+    c.add_argument("--prefill-chunk", type=int, default=128)
+    c.add_argument("--target", default="host")
+    c.set_defaults(func=cmd_compile)
+
+    r = sub.add_parser("run", help="generate text: one prompt, or an interactive chat")
+    r.add_argument("artefact", nargs="?", help="compiled artefact")
+    r.add_argument("-m", "--model", help="compile this model into the cache first")
+    r.add_argument("--dtype", choices=("f32", "f16", "bf16"), help="with -m")
+    r.add_argument("--max-seq-len", type=int, default=4096, help="with -m")
+    r.add_argument("-p", "--prompt", help="one-shot prompt (without it: interactive chat)")
+    r.add_argument("--system", help="system prompt")
+    r.add_argument("--raw", action="store_true", help="send the prompt as plain text, "
+                   "without the chat template")
+    r.add_argument("--max-tokens", type=int, default=256)
+    r.add_argument("--temperature", type=float)
+    r.add_argument("--top-k", type=int)
+    r.add_argument("--top-p", type=float)
+    r.add_argument("--min-p", type=float)
+    r.add_argument("--repetition-penalty", type=float)
+    r.add_argument("--seed", type=int)
+    r.add_argument("--threads", type=int)
+    r.set_defaults(func=lambda a: cmd_run(a, r))
+
+    i = sub.add_parser("inspect", help="header, sections, memory plan, ops and passes")
+    i.add_argument("artefact")
+    i.add_argument("--json", action="store_true", help="print the raw header and plan")
+    i.set_defaults(func=cmd_inspect)
+
+    b = sub.add_parser("bench", help="load time, prefill/decode tokens/s, TTFT, peak RSS")
+    b.add_argument("artefact")
+    b.add_argument("--threads", type=threads_list, default=[1], help="e.g. 1,2")
+    b.add_argument("--prompt-tokens", type=int, default=128)
+    b.add_argument("--gen-tokens", type=int, default=64)
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def guarded(fn, *args) -> int:
+    """Run fn; user errors become one line on stderr and status 1, never a traceback."""
+    try:
+        return fn(*args) or 0
+    except IngotError as e:
+        msg = str(e)
+    except (FileNotFoundError, PermissionError) as e:
+        msg = f"{e.filename}: {e.strerror}" if e.filename else str(e)
+    except KeyboardInterrupt:
+        msg = "interrupted"
+    except BrokenPipeError:  # `ingot run … | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("INGOT_DEBUG") == "1":
+            raise
+        msg = f"unexpected {type(e).__name__}: {e} (set INGOT_DEBUG=1 for a traceback)"
+    # Printed outside the handler: the failed call's frames (and any progress bar) are gone.
+    print(f"ingot: error: {' '.join(msg.split())}", file=sys.stderr, flush=True)
+    return 1
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

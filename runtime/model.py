@@ -86,7 +86,19 @@ class Model:
                 + p["state_bytes"])
 
     def close(self) -> None:
-        self._team.close()
+        """Stop the worker threads (the mapping goes with the last reference)."""
+        team = getattr(self, "_team", None)
+        if team is not None:
+            team.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
 
     # -- the step ----------------------------------------------------------------------------
     def _check_tokens(self, ids: np.ndarray) -> None:

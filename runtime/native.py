@@ -53,22 +53,27 @@ def entry(lib: ctypes.CDLL, name: str):
 
 
 class ThreadTeam:
-    """`run(fn, wb, ab, kb, n, pos)` calls fn on every thread with its scratch slice and tid."""
+    """`run(fn, wb, ab, kb, n, pos)` calls fn on every thread with its scratch slice and tid.
+
+    Workers wait on a condition for the next job number; the caller runs tid 0 and then waits
+    until every worker has reported. A Ctrl-C that lands while waiting is held until the step
+    is complete (a step is milliseconds), so the team never falls out of step.
+    """
 
     def __init__(self, nthreads: int, scratch_base: int, scratch_stride: int, sync_addr: int):
         self.nth = max(1, int(nthreads))
         self.scratch_base, self.stride, self.sync = scratch_base, scratch_stride, sync_addr
         self._job = None
+        self._job_no = 0
+        self._done = 0
         self._stop = False
         self._errors: list = []
-        if self.nth > 1:
-            self._go = threading.Barrier(self.nth)
-            self._done = threading.Barrier(self.nth)
-            self._threads = [threading.Thread(target=self._worker, args=(t,), daemon=True,
-                                              name=f"ingot-worker-{t}")
-                             for t in range(1, self.nth)]
-            for th in self._threads:
-                th.start()
+        self._cond = threading.Condition()
+        self._threads = [threading.Thread(target=self._worker, args=(t,), daemon=True,
+                                          name=f"ingot-worker-{t}")
+                         for t in range(1, self.nth)]
+        for th in self._threads:
+            th.start()
 
     def _call(self, tid: int) -> None:
         fn, wb, ab, kb, n, pos = self._job
@@ -78,30 +83,44 @@ class ThreadTeam:
             self._errors.append(rc)
 
     def _worker(self, tid: int) -> None:
+        seen = 0
         while True:
-            self._go.wait()
-            if self._stop:
-                return
+            with self._cond:
+                while self._job_no == seen and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                seen = self._job_no
             self._call(tid)
-            self._done.wait()
+            with self._cond:
+                self._done += 1
+                self._cond.notify_all()
 
     def run(self, fn, wb: int, ab: int, kb: int, n: int, pos: int) -> None:
         self._job = (fn, wb, ab, kb, n, pos)
+        interrupted = None
         if self.nth > 1:
-            self._go.wait()
-            self._call(0)
-            self._done.wait()
-        else:
-            self._call(0)
+            with self._cond:
+                self._done = 0
+                self._job_no += 1
+                self._cond.notify_all()
+        self._call(0)
+        while True:
+            try:
+                with self._cond:
+                    while self._done < self.nth - 1:
+                        self._cond.wait()
+                break
+            except KeyboardInterrupt as e:  # finish the step first, then honour it
+                interrupted = e
+        if interrupted is not None:
+            raise interrupted
         if self._errors:
             rc = self._errors[0]
             self._errors.clear()
             raise IngotError(f"native step failed (status {rc})")
 
     def close(self) -> None:
-        if self.nth > 1 and not self._stop:
+        with self._cond:
             self._stop = True
-            try:
-                self._go.wait(timeout=5)
-            except threading.BrokenBarrierError:
-                pass
+            self._cond.notify_all()
