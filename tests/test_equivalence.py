@@ -100,3 +100,20 @@ def test_chunked_prefill_matches_single_steps(model_dirs, tmp_path):
     assert rel_err(a, b) < 1e-5
     ref = ref_logits(hf, ids)[-1]
     assert rel_err(a, ref) < 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_half_precision_checkpoint(dtype, tmp_path):
+    """A checkpoint saved in f16/bf16 compiles in its own dtype by default (config torch_dtype)
+    and matches transformers running the same half-precision weights in f32."""
+    from tiny_models import build_model, save_model
+    from ingot.runtime.artefact import Artefact
+    hf = build_model("qwen3", seed=5)
+    tdt = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    folder = save_model(hf.to(tdt), tmp_path / "m")
+    ref_model = hf.float()
+    p = ingot.compile(folder, tmp_path / "m.ingot", max_seq_len=64)
+    assert Artefact(p).json("plan")["dtype"] == dtype
+    m = ingot.load(p, threads=2)
+    ids = prompt(11, hf.config.vocab_size, 6)
+    assert rel_err(m.prefill(ids), ref_logits(ref_model, ids)[-1]) < 1e-3
