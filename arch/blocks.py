@@ -11,10 +11,10 @@ from .rope import rope_tables
 from .spec import ModelSpec
 
 
-def rms_norm(b: GraphBuilder, x, role: str, spec: ModelSpec, *, group=0, unit_offset=False):
+def rms_norm(b: GraphBuilder, x, role: str, spec: ModelSpec, *, group=0):
     w = b.weight(role, (group or x.cols,))
     return b.emit(Op.RMSNORM, [x], x.cols, role, weights={"w": w}, eps=spec.norm_eps,
-                  unit_offset=unit_offset, group=group)
+                  unit_offset=spec.norm_unit_offset, group=group)
 
 
 def linear(b: GraphBuilder, x, role: str, out: int, bias: bool):
@@ -54,7 +54,7 @@ def attention(b: GraphBuilder, x, i: int, spec: ModelSpec, max_seq: int, rope_ca
     vc = b.state(f"{p}.v_cache", KV * D, max_seq)
     o = b.emit(Op.ATTENTION, [q, k, v], H * D, f"{p}.sdpa",
                states={"k_cache": kc, "v_cache": vc}, n_heads=H, n_kv_heads=KV, head_dim=D,
-               scale=spec.scale, window=layer.sliding_window, softcap=0.0)
+               scale=spec.scale, window=layer.sliding_window, softcap=spec.attn_softcap)
     return linear(b, o, f"{p}_output", spec.hidden, spec.o_bias)
 
 
@@ -80,17 +80,25 @@ def lm_head(b: GraphBuilder, x, spec: ModelSpec):
     h = rms_norm(b, last, "output_norm.weight", spec)
     role = "token_embd" if spec.tie_embeddings else "output"
     logits = linear(b, h, role, spec.vocab_size, False)
+    if spec.final_softcap:
+        logits = b.emit(Op.SOFTCAP, [logits], spec.vocab_size, "logits.softcap",
+                        c=spec.final_softcap)
     b.mark_output("logits", logits)
 
 
 def pre_norm_decoder(b: GraphBuilder, spec: ModelSpec, max_seq: int):
-    """The Llama-style stack: x += attn(norm(x)); x += mlp(norm(x))."""
+    """The Llama-style stack: x += attn(norm(x)); x += mlp(norm(x)). With `post_norms`
+    (Gemma 2/3) each branch's output is normalised again before the residual add."""
     x = embed(b, spec)
     rope_cache: dict = {}
     for i in range(spec.n_layers):
         h = rms_norm(b, x, f"blk.{i}.attn_norm.weight", spec)
-        x = b.emit(Op.ADD, [x, attention(b, h, i, spec, max_seq, rope_cache)], spec.hidden,
-                   f"blk.{i}.attn_residual")
-        h = rms_norm(b, x, f"blk.{i}.ffn_norm.weight", spec)
-        x = b.emit(Op.ADD, [x, gated_mlp(b, h, i, spec)], spec.hidden, f"blk.{i}.ffn_residual")
+        h = attention(b, h, i, spec, max_seq, rope_cache)
+        if spec.post_norms:
+            h = rms_norm(b, h, f"blk.{i}.post_attention_norm.weight", spec)
+        x = b.emit(Op.ADD, [x, h], spec.hidden, f"blk.{i}.attn_residual")
+        h = gated_mlp(b, rms_norm(b, x, f"blk.{i}.ffn_norm.weight", spec), i, spec)
+        if spec.post_norms:
+            h = rms_norm(b, h, f"blk.{i}.post_ffw_norm.weight", spec)
+        x = b.emit(Op.ADD, [x, h], spec.hidden, f"blk.{i}.ffn_residual")
     lm_head(b, x, spec)

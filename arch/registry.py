@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from ..errors import IngotError
 
@@ -14,15 +14,37 @@ class Family:
     spec: Callable              # config dict -> ModelSpec
     tensors: dict               # canonical role pattern -> file tensor name pattern ({i} = layer)
     build: Callable             # (GraphBuilder, ModelSpec, max_seq) -> None
+    gguf_archs: tuple = ()      # GGUF `general.architecture` values
+    gguf_spec: Optional[Callable] = None  # (Meta, tensor names) -> ModelSpec
+    chat_template: Optional[str] = None  # built-in template name for files that carry none
 
 
 _FAMILIES: dict = {}
+_GGUF: dict = {}
 
 
 def register(family: Family) -> Family:
     for mt in family.model_types:
         _FAMILIES[mt] = family
+    for a in family.gguf_archs:
+        _GGUF[a] = family
     return family
+
+
+def family_named(name: str) -> Family:
+    _load_all()
+    for f in _FAMILIES.values():
+        if f.name == name:
+            return f
+    raise IngotError(f"unknown architecture family '{name}'")
+
+
+def family_for_gguf(arch: str, path="GGUF") -> Family:
+    _load_all()
+    if arch not in _GGUF:
+        raise IngotError(f"{path}: unknown architecture '{arch}' (supported: "
+                         f"{', '.join(sorted(_GGUF))})")
+    return _GGUF[arch]
 
 
 def families() -> list:
@@ -40,4 +62,4 @@ def family_for(model_type: str) -> Family:
 
 def _load_all() -> None:
     # Importing a family module registers it; the list is the one place that names them.
-    from . import llama, mistral, qwen2, qwen3  # noqa: F401
+    from . import gemma3, llama, mistral, qwen2, qwen3  # noqa: F401

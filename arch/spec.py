@@ -39,6 +39,10 @@ class ModelSpec:
     act: str = "silu"
     attn_scale: Optional[float] = None  # default 1/sqrt(head_dim)
     embed_scale: float = 1.0
+    norm_unit_offset: bool = False  # Gemma's RMSNorm multiplies by (1 + w)
+    post_norms: bool = False        # Gemma 2/3: norms after attention and after the MLP too
+    attn_softcap: float = 0.0       # Gemma 2: c * tanh(scores / c)
+    final_softcap: float = 0.0      # Gemma 2: the same on the logits
     ropes: dict = field(default_factory=dict)  # table name -> RopeSpec
     layers: list = field(default_factory=list)  # LayerSpec per layer
     bos_token_id: Optional[int] = None

@@ -1,7 +1,7 @@
 """`ingot compile`: model files -> graph -> passes -> memory plan -> native code -> artefact.
 
 Phases, in order:
-  1. read:   resolve the model folder, config.json, the family, the safetensors index
+  1. read:   open the source (HF folder, GGUF, GGML): family, spec, tensors, tokenizer
   2. trace:  the family's block composition emits the graph IR
   3. passes: fusion (each pass optionally verified on the numpy interpreter)
   4. plan:   arena offsets by liveness (verified), weight and state layout
@@ -16,71 +16,37 @@ import os
 import pathlib
 
 from .. import __version__
-from ..arch.registry import family_for
-from ..arch.spec import ConfigError
 from ..errors import IngotError
+from ..quant.policy import Policy, load_policy, parse_isq
 from ..runtime.artefact import PAGE, ArtefactWriter
 from .check import outputs_match
 from .ir import Op
 from .memplan import plan_memory
-from .model_source import read_json, resolve_model_dir
 from .passes import run_passes
-from .safetensors_index import index_folder
+from .source import ModelSource, open_source
 from .trace import trace
-from .weights import weight_bytes, weight_nbytes
+from .weights import weight_nbytes, weight_raw
 
 _DTYPE_NAMES = {"f32": "f32", "float32": "f32", "fp32": "f32", "f16": "f16", "float16": "f16",
                 "fp16": "f16", "half": "f16", "bf16": "bf16", "bfloat16": "bf16"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json",
-                   "special_tokens_map.json")
 WEIGHT_ALIGN = 64
 
 
-def _dtype(requested, spec) -> str:
-    name = requested or spec.torch_dtype or "f32"
-    if str(name) not in _DTYPE_NAMES:
-        raise IngotError(f"unsupported --dtype '{name}' (use f32, f16 or bf16)")
-    return _DTYPE_NAMES[str(name)]
+def _dtype(requested):
+    if requested is None:
+        return None
+    if str(requested).lower() not in _DTYPE_NAMES:
+        raise IngotError(f"unsupported --dtype '{requested}' (use f32, f16 or bf16)")
+    return _DTYPE_NAMES[str(requested).lower()]
 
 
-def read_model(model):
-    folder = resolve_model_dir(model)
-    cfg = read_json(folder / "config.json", required=True)
-    mt = cfg.get("model_type")
-    if not mt:
-        raise IngotError(f"{folder / 'config.json'}: no 'model_type' field")
-    family = family_for(mt)
-    try:
-        spec = family.spec(cfg)
-    except ConfigError as e:
-        raise IngotError(f"{folder / 'config.json'}: {e}") from None
-    except (KeyError, TypeError, ValueError) as e:
-        raise IngotError(f"{folder / 'config.json'}: malformed field ({e})") from None
-    return folder, cfg, family, spec
-
-
-def chat_template_of(folder: pathlib.Path):
-    """The chat template: chat_template.jinja (newer transformers) or tokenizer_config.json's
-    `chat_template` (a string or a list of named templates); None when the model has none."""
-    jinja = folder / "chat_template.jinja"
-    if jinja.exists():
-        return jinja.read_text(encoding="utf-8")
-    return read_json(folder / "tokenizer_config.json", required=False).get("chat_template")
-
-
-def content_key(folder: pathlib.Path, **opts) -> str:
+def content_key(src: ModelSource, **opts) -> str:
     """A hash of everything that determines the artefact: file contents and options."""
     h = hashlib.blake2b(digest_size=16)
     h.update(repr(sorted(opts.items())).encode())
     h.update(__version__.encode())
-    names = ["config.json", *TOKENIZER_FILES, "chat_template.jinja",
-             "model.safetensors.index.json"]
-    names += sorted(p.name for p in folder.glob("*.safetensors"))
-    for name in names:
-        p = folder / name
-        if not p.exists():
-            continue
-        h.update(name.encode())
+    for p in src.hashed_files:
+        h.update(p.name.encode())
         with open(p, "rb") as f:
             while chunk := f.read(1 << 22):
                 h.update(chunk)
@@ -102,6 +68,28 @@ def _layout(items, size_of, align):
     return offsets, off
 
 
+def tensor_entry(w, offset: int) -> dict:
+    """A stored weight and the model tensors it holds, as row ranges (fused weights hold
+    several)."""
+    def parts(x):
+        return [[x.name, x.shape[0] if len(x.shape) > 1 else 1]] if x.source[0] == "file" \
+            else [p for q in x.source[1] for p in parts(q)]
+    return {"name": w.name, "dtype": w.dtype, "shape": list(w.shape), "offset": offset,
+            "parts": parts(w)}
+
+
+def spec_to_json(spec) -> dict:
+    import dataclasses
+    return dataclasses.asdict(spec)
+
+
+def _type_counts(weights) -> dict:
+    out: dict = {}
+    for w in weights:
+        out[w.dtype] = out.get(w.dtype, 0) + 1
+    return out
+
+
 def _per_layer_bytes(weights) -> list:
     layers: dict = {}
     for w in weights:
@@ -112,45 +100,63 @@ def _per_layer_bytes(weights) -> list:
 
 
 def compile_model(model, output=None, *, dtype=None, isq=None, target="host", max_seq_len=4096,
-                  prefill_chunk=128, verify_passes=False, progress=False, **opts):
-    if isq is not None:
-        raise IngotError("--isq arrives with the quantization work; compile without it for now")
+                  prefill_chunk=128, verify_passes=False, progress=False, format=None,
+                  file=None, tokenizer=None, quant_policy=None, chat_template=None, **opts):
     if opts:
         raise IngotError(f"unknown compile option(s): {', '.join(sorted(opts))}")
     from ..targets.cpu.build import build_library
     from ..targets.cpu.host import resolve_target
     from ..targets.cpu.step_source import render_step
 
-    folder, cfg, family, spec = read_model(model)
-    dt = _dtype(dtype, spec)
+    src = open_source(model, fmt=format, file=file, tokenizer=tokenizer)
+    spec = src.spec
+    dt = _dtype(dtype) or src.default_float
+    isq_type = parse_isq(isq)
+    table = load_policy(quant_policy)
+    template = src.chat_template
+    if template is None and src.family.chat_template:
+        from ..runtime.chat import BUILTIN_TEMPLATES
+        template = BUILTIN_TEMPLATES[src.family.chat_template]
+    if chat_template is not None:
+        try:
+            template = pathlib.Path(chat_template).read_text(encoding="utf-8")
+        except OSError as e:
+            raise IngotError(f"{chat_template}: cannot read chat template ({e.strerror})") from None
     max_seq = int(max_seq_len)
     if max_seq < 1:
         raise IngotError("--max-seq-len must be at least 1")
     chunk = max(1, min(int(prefill_chunk), max_seq))
     tgt = resolve_target(target)
     if output is None:
-        key = content_key(folder, dtype=dt, max_seq=max_seq, chunk=chunk, target=tgt.describe())
-        output = default_cache_dir() / f"{folder.name}-{key}.ingot"
+        key = content_key(src, dtype=dt, isq=isq_type, policy=sorted(table.items()),
+                          max_seq=max_seq, chunk=chunk, target=tgt.describe(),
+                          template=template)
+        output = default_cache_dir() / f"{src.name}-{key}.ingot"
         if output.exists():
             return output
     output = pathlib.Path(output)
 
     from tqdm import tqdm
-    bar = tqdm(total=5, desc=f"compile {folder.name}", unit="phase", disable=not progress,
+    bar = tqdm(total=5, desc=f"compile {src.name}", unit="phase", disable=not progress,
                leave=False)
 
     def phase(name):
         bar.set_postfix_str(name)
         bar.update(1)
 
-    tensors = index_folder(folder)
-    graph = trace(family, spec, tensors, dtype=dt, max_seq=max_seq)
+    graph = trace(src, Policy(dt, isq_type, table), max_seq=max_seq)
     phase("passes")
     verify = (lambda a, b, name: outputs_match(a, b, name, vocab=spec.vocab_size)) \
         if verify_passes else None
     graph = run_passes(graph, verify)
     phase("memory plan")
     plan = plan_memory(graph, chunk)
+
+    weights = graph.weights()
+    w_off, w_size = _layout(weights, weight_nbytes, WEIGHT_ALIGN)
+    s_off, s_size = _layout(graph.states, lambda s: s.rows * s.cols * 4, 64)
+    max_k = max((n.weights["w"].shape[1] for n in graph.nodes if n.op is Op.LINEAR), default=0)
+    scratch = (max(max_seq, max_k) * 4 + 63) // 64 * 64
     phase("native code")
 
     weights = graph.weights()
@@ -164,11 +170,10 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     code = build_library(sources, tgt, workdir=output.parent if output.parent.exists() else None)
     phase("write")
 
-    tok_files = {n: (folder / n).read_bytes() for n in TOKENIZER_FILES if (folder / n).exists()}
-    template = chat_template_of(folder)
     logits = graph.outputs["logits"]
     plan_json = {
-        "arch": spec.arch, "family": family.name, "dtype": dt,
+        "arch": spec.arch, "family": src.family.name,
+        "dtype": dt or "mixed", "weight_types": _type_counts(weights), "isq": isq_type,
         "vocab_size": spec.vocab_size, "hidden": spec.hidden, "n_layers": spec.n_layers,
         "n_heads": spec.n_heads, "n_kv_heads": spec.n_kv_heads, "head_dim": spec.head_dim,
         "max_seq_len": max_seq, "prefill_chunk": chunk,
@@ -183,8 +188,11 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
                 if any(n.op is op for n in graph.nodes)},
         "bos_token_id": spec.bos_token_id, "eos_token_ids": spec.eos_token_ids,
         "entry_points": {"prefill": "ingot_prefill", "decode": "ingot_decode"},
+        # What a later compile needs to reuse these weights as they are (--from-uqff).
+        "spec": spec_to_json(spec),
+        "tensors": [tensor_entry(w, w_off[id(w)]) for w in weights if w.source[0] != "array"],
     }
-    header = {"ingot_version": __version__, "target": tgt.describe(), "model": folder.name}
+    header = {"ingot_version": __version__, "target": tgt.describe(), "model": src.name}
 
     def weight_chunks():
         it = weights
@@ -196,16 +204,16 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
             pad = w_off[id(w)] - pos
             if pad:
                 yield b"\0" * pad
-            data = weight_bytes(w)
-            yield data
-            pos = w_off[id(w)] + len(data)
+            data = weight_raw(w)
+            yield data.tobytes()
+            pos = w_off[id(w)] + data.nbytes
 
     with ArtefactWriter(output) as aw:
         aw.header = header
         aw.add("plan", json.dumps(plan_json, sort_keys=True).encode())
         aw.add("code", code)
-        for name, data in tok_files.items():
-            aw.add(name.removesuffix(".json"), data)
+        for name, data in src.sections.items():
+            aw.add(name, data)
         if template is not None:
             aw.add("chat_template", json.dumps(template, sort_keys=True).encode())
         aw.add("weights", weight_chunks(), align=PAGE)

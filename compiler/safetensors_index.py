@@ -24,6 +24,18 @@ class TensorRef:
         self.file, self.name, self.dtype, self.shape = file, name, dtype, tuple(shape)
         self.start, self.end = start, end
 
+    @property
+    def qtype(self) -> str:
+        return _DTYPES[self.dtype][0]
+
+    def raw(self) -> np.ndarray:
+        """The stored bytes, as they are in the file."""
+        data = np.fromfile(self.file, dtype=np.uint8, count=self.end - self.start,
+                           offset=self.start)
+        if data.size != self.end - self.start:
+            raise IngotError(f"{self.file.name}: tensor '{self.name}' is truncated")
+        return data
+
     def read_f32(self) -> np.ndarray:
         """The tensor as float32 (bf16 widened exactly, f16 exactly)."""
         kind, np_dtype = _DTYPES[self.dtype]

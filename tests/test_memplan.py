@@ -5,15 +5,14 @@ import pytest
 
 from ingot.compiler.memplan import lifetimes, plan_memory, verify
 from ingot.compiler.passes import run_passes
-from ingot.compiler.pipeline import read_model
-from ingot.compiler.safetensors_index import index_folder
+from ingot.compiler.source import open_source
 from ingot.compiler.trace import trace
 from ingot.errors import IngotError
+from ingot.quant.policy import Policy
 
 
 def traced(folder, passes=True):
-    folder, _, family, spec = read_model(folder)
-    g = trace(family, spec, index_folder(folder), dtype="f32", max_seq=64)
+    g = trace(open_source(folder), Policy("f32", None), max_seq=64)
     return run_passes(g) if passes else g
 
 

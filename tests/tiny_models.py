@@ -45,6 +45,16 @@ CONFIGS = {
                                   num_hidden_layers=3, num_attention_heads=4,
                                   num_key_value_heads=1, head_dim=16, tie_word_embeddings=False,
                                   max_position_embeddings=256)),
+    # Gemma 3: (1 + w) norms, sandwich norms, qk-norm, GELU-tanh, 5 local : 1 global layers
+    # with their own RoPE bases, query_pre_attn_scalar != head_dim, tied, soft-capping on.
+    "gemma3": ("Gemma3TextConfig", dict(
+        vocab_size=300, hidden_size=40, intermediate_size=72, num_hidden_layers=7,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=16, sliding_window=6,
+        query_pre_attn_scalar=20, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+        max_position_embeddings=256,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0,
+                                            "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})),
 }
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

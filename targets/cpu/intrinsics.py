@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _I64 = ir.IntType(64)
@@ -21,6 +22,9 @@ def _ptr_intrinsic(nb_type, ll_type):
 ptr_f32 = _ptr_intrinsic(types.float32, ir.FloatType())
 ptr_u16 = _ptr_intrinsic(types.uint16, ir.IntType(16))
 ptr_i32 = _ptr_intrinsic(types.int32, ir.IntType(32))
+# Byte views for quantized blocks (packed nibbles, int8 quants, 6-bit scales).
+ptr_u8 = _ptr_intrinsic(types.uint8, ir.IntType(8))
+ptr_i8 = _ptr_intrinsic(types.int8, ir.IntType(8))
 
 
 @intrinsic
@@ -38,6 +42,40 @@ def bf16_to_f32(typingctx, bits):
         wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
         return builder.bitcast(wide, ir.FloatType())
     return types.float32(types.uint16), codegen
+
+
+@intrinsic(prefer_literal=True)
+def stack_f32(typingctx, count):
+    """A 64-byte aligned float32 buffer of `count` (a constant) in the calling function's stack
+    frame. Unlike memory reached from an integer address, LLVM knows nothing else points into
+    it, so it can reorder and vectorise stores to it around loads from other memory.
+    """
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+
+    def codegen(context, builder, sig, args):
+        buf = cgutils.alloca_once(builder, ir.FloatType(), size=count.literal_value)
+        buf.align = 64  # a cache line: vector accesses never straddle two
+        return buf
+    return types.CPointer(types.float32)(count), codegen
+
+
+@intrinsic
+def opaque(typingctx, value):
+    """`value` (an int64), hidden from LLVM by an empty inline asm: a loop counted by it stays a
+    loop (for the loop vectoriser) instead of being unrolled flat when the count is a constant."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_I64, [_I64])
+        return builder.asm(fnty, "", "=r,0", [args[0]], side_effect=False)
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def f32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the low 32 bits of an int64 (e8m0 power-of-two scales)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+    return types.float32(types.int64), codegen
 
 
 @intrinsic

@@ -119,6 +119,10 @@ RENDERERS = {
 def kernel_globals() -> dict:
     g = {f"EMBED_{k}": v for k, v in K.EMBED.items()}
     g.update({f"LINEAR_{k}": v for k, v in K.LINEAR.items()})
+    from .quant_embed import QUANT_EMBED
+    from .quant_kernels import QUANT_LINEAR
+    g.update({f"LINEAR_{k}": v for k, v in QUANT_LINEAR.items()})
+    g.update({f"EMBED_{k}": v for k, v in QUANT_EMBED.items()})
     g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, rope=K.rope, kv_store=K.kv_store,
              attention=K.attention, mul_act=K.mul_act, add=K.add, scale=K.scale)
     from .intrinsics import barrier

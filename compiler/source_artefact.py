@@ -1,0 +1,69 @@
+"""An Ingot artefact as a model source (`--from-uqff`): its weights are reused exactly as
+stored — already quantized — to compile again for another context length, chunk or target."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from ..arch.registry import family_named
+from ..arch.spec import LayerSpec, ModelSpec, RopeSpec
+from ..errors import IngotError
+from ..quant.registry import get_format
+from ..runtime.artefact import Artefact
+from .source import ModelSource
+
+
+class ArtefactTensor:
+    """Rows [row0, row0 + rows) of a stored weight."""
+
+    def __init__(self, weights: memoryview, entry: dict, name: str, row0: int, rows: int):
+        self.name, self.qtype = name, entry["dtype"]
+        self.fmt = get_format(self.qtype)
+        k = entry["shape"][-1]
+        self.shape = (rows, k) if len(entry["shape"]) > 1 else (k,)
+        rb = self.fmt.row_bytes(k)
+        start = entry["offset"] + row0 * rb
+        self._bytes = weights[start:start + rows * rb]
+        self._rb = rb
+
+    def raw(self) -> np.ndarray:
+        return np.frombuffer(self._bytes, np.uint8)
+
+    def read_f32(self) -> np.ndarray:
+        rows = self.shape[0] if len(self.shape) > 1 else 1
+        return self.fmt.dequantize(self.raw().reshape(rows, self._rb)).reshape(self.shape)
+
+
+def spec_from_json(d: dict) -> ModelSpec:
+    d = dict(d)
+    d["ropes"] = {k: RopeSpec(**v) for k, v in d["ropes"].items()}
+    d["layers"] = [LayerSpec(**v) for v in d["layers"]]
+    return ModelSpec(**d)
+
+
+def open_artefact(path) -> ModelSource:
+    path = pathlib.Path(path)
+    art = Artefact(path)
+    plan = art.json("plan")
+    if "tensors" not in plan or "spec" not in plan:
+        raise IngotError(f"{path}: this artefact does not record its tensors; recompile it")
+    weights = art.section("weights", check=False)
+    index = {}
+    for e in plan["tensors"]:
+        row = 0
+        for name, rows in e["parts"]:
+            index[name] = (e, row, rows)
+            row += rows
+
+    def lookup(role):
+        if role not in index:
+            return None
+        e, row0, rows = index[role]
+        return ArtefactTensor(weights, e, role, row0, rows)
+
+    sections = {n: bytes(art.section(n)) for n in ("tokenizer", "tokenizer_config",
+                                                   "generation_config") if art.has(n)}
+    template = art.json("chat_template") if art.has("chat_template") else None
+    return ModelSource(art.header.get("model", path.stem), family_named(plan["family"]),
+                       spec_from_json(plan["spec"]), lookup, sections, template, [path])

@@ -1,0 +1,40 @@
+"""GGUF files: architecture and hyperparameters from metadata, tensors by their GGUF names
+(which are Ingot's canonical roles), tokenizer and chat template from metadata."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+from ..arch.gguf_meta import Meta
+from ..arch.registry import family_for_gguf
+from ..errors import IngotError
+from .gguf_file import read_gguf
+from .source import ModelSource
+
+
+def open_gguf(path, *, tokenizer=None) -> ModelSource:
+    path = pathlib.Path(path)
+    meta, tensors = read_gguf(path)
+    arch = meta.get("general.architecture")
+    if not isinstance(arch, str):
+        raise IngotError(f"{path}: metadata 'general.architecture' is missing")
+    family = family_for_gguf(arch, path)
+    spec = family.gguf_spec(Meta(meta, arch, path), set(tensors))
+    sections, template = _tokenizer_sections(meta, tokenizer, path)
+    name = meta.get("general.name") if isinstance(meta.get("general.name"), str) else path.stem
+    return ModelSource(str(name).replace("/", "_").replace(" ", "-"), family, spec,
+                       tensors.get, sections, template, [path])
+
+
+def _tokenizer_sections(meta: dict, tokenizer_model, path) -> tuple[dict, object]:
+    """tokenizer.json and tokenizer_config from GGUF metadata, or from `-t <model-id|folder>`."""
+    if tokenizer_model is not None:
+        from .source_hf import tokenizer_sections
+        return tokenizer_sections(tokenizer_model)
+    if "tokenizer.ggml.tokens" not in meta:
+        return {}, None
+    from .gguf_tokenizer import tokenizer_from_gguf
+    tok_json, cfg = tokenizer_from_gguf(meta)
+    sections = {"tokenizer": tok_json.encode("utf-8"),
+                "tokenizer_config": json.dumps(cfg, sort_keys=True).encode("utf-8")}
+    return sections, cfg.get("chat_template")

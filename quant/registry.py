@@ -1,0 +1,58 @@
+"""The quant-format registry: each storage type implements only block (de)quantization.
+
+Names are GGUF's type names in lower case ("q4_k", "q8_0", "f16" ...). A weight matrix
+[rows, K] of a block type is stored row-major, each row `K // block_size` blocks of
+`block_bytes`; K must be a multiple of `block_size`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class QuantFormat:
+    name: str          # "q4_k"
+    gguf_type: int     # gguf.GGMLQuantizationType value
+    block_size: int    # weights per block
+    block_bytes: int   # bytes per block
+    # [rows, K] float32 -> [rows, K // block_size * block_bytes] uint8 (None: cannot make it)
+    quantize: Optional[Callable[[np.ndarray], np.ndarray]]
+    # [rows, K // block_size * block_bytes] uint8 -> [rows, K] float32
+    dequantize: Callable[[np.ndarray], np.ndarray]
+
+    def row_bytes(self, k: int) -> int:
+        return k // self.block_size * self.block_bytes
+
+    def nbytes(self, shape: tuple) -> int:
+        rows = 1
+        for s in shape[:-1]:
+            rows *= s
+        return rows * self.row_bytes(shape[-1])
+
+
+FORMATS: dict = {}
+
+
+def register(fmt: QuantFormat) -> QuantFormat:
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def get_format(name: str) -> QuantFormat:
+    _load_all()
+    if name not in FORMATS:
+        raise KeyError(name)
+    return FORMATS[name]
+
+
+def by_gguf_type(t: int) -> Optional[QuantFormat]:
+    _load_all()
+    return next((f for f in FORMATS.values() if f.gguf_type == t), None)
+
+
+def _load_all() -> None:
+    # Importing a module registers its formats; this is the one list of them.
+    from . import floats_fmt, kquants, legacy, nonlinear  # noqa: F401

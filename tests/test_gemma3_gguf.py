@@ -1,0 +1,115 @@
+"""The real Gemma 3 270M Q4_K_M GGUF against llama.cpp's own output (tests/data, written by
+tools/llamacpp_reference.py generation; llama.cpp is not needed to run these tests).
+
+Both engines run the same quantized weights, but llama.cpp quantizes activations to 8 bits
+for its dot products and keeps its KV cache in f16, while Ingot computes in f32. Measured on
+these prompts, llama.cpp's own top-5 logits move by up to 0.50 between its f16 and f32 KV
+cache (and Ingot is 0.42 from its default configuration at worst), so the logit bound here is
+0.5 — the issue's 0.2 is below llama.cpp's own configuration-to-configuration spread. The exact
+reference is transformers on the same dequantized weights: there Ingot agrees to ~1e-6 of the
+logit scale (test_matches_transformers_on_dequantized_weights).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import ingot
+
+REF = json.loads((pathlib.Path(__file__).parent / "data" /
+                  "gemma3_llamacpp_generation.json").read_text(encoding="utf-8"))
+PROMPTS = list(REF["prompts"])
+TOL = 0.5  # see the module docstring
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma_artefact):
+    return ingot.load(gemma_artefact, threads=2)
+
+
+def test_greedy_fibonacci_matches_llamacpp(gemma):
+    ref = REF["prompts"]["def fibonacci(n):"]
+    ids = gemma.tokenizer.encode("def fibonacci(n):")
+    assert ids == ref["ids"]
+    gemma.reset()
+    logits = gemma.prefill(ids)
+    got = []
+    for _ in range(len(ref["greedy"])):
+        got.append(int(np.argmax(logits)))
+        logits = gemma.decode(got[-1])
+    assert len(got) == 64 and got == ref["greedy"]
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_first_step_top5_matches_llamacpp(gemma, prompt):
+    ref = REF["prompts"][prompt]
+    ids = gemma.tokenizer.encode(prompt)
+    assert ids == ref["ids"]
+    gemma.reset()
+    logits = gemma.prefill(ids)
+    ref_ids, ref_logits = ref["top5"], np.array(ref["top5_logits"])
+    # Logit values of llama.cpp's top 5 within TOL ...
+    assert np.abs(logits[ref_ids] - ref_logits).max() < TOL
+    # ... and the same top 5, up to swaps among near-ties (closer than TOL).
+    ours = np.argsort(-logits)[:5]
+    for t in set(ours.tolist()) ^ set(ref_ids):
+        assert abs(logits[t] - ref_logits[-1]) < TOL, f"token {t} differs from llama.cpp's top 5"
+    assert int(ours[0]) == ref_ids[0] or abs(ref_logits[0] - ref_logits[1]) < TOL
+
+
+def test_chat_uses_builtin_gemma_template(gemma):
+    """The file embeds no chat template: Ingot falls back to the Gemma family's."""
+    text = gemma.generate([{"role": "user", "content": "Say hi."}], max_tokens=8)
+    assert isinstance(text, str) and text.strip()
+
+
+def hf_gemma3_from_gguf(path):
+    """transformers' Gemma 3 with the GGUF's weights dequantized (norms minus the 1 that
+    llama.cpp's converter added)."""
+    import torch
+    import transformers
+    from ingot.arch.gemma3 import TENSORS
+    from ingot.compiler.gguf_file import read_gguf
+    meta, tens = read_gguf(path)
+    a = "gemma3."
+    cfg = transformers.Gemma3TextConfig(
+        vocab_size=len(meta["tokenizer.ggml.tokens"]), hidden_size=meta[a + "embedding_length"],
+        intermediate_size=meta[a + "feed_forward_length"],
+        num_hidden_layers=meta[a + "block_count"],
+        num_attention_heads=meta[a + "attention.head_count"],
+        num_key_value_heads=meta[a + "attention.head_count_kv"],
+        head_dim=meta[a + "attention.key_length"],
+        sliding_window=meta[a + "attention.sliding_window"],
+        query_pre_attn_scalar=meta[a + "attention.key_length"],
+        rms_norm_eps=meta[a + "attention.layer_norm_rms_epsilon"],
+        rope_parameters={"full_attention": {"rope_type": "default",
+                                            "rope_theta": meta[a + "rope.freq_base"]},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
+    model = transformers.Gemma3ForCausalLM(cfg).eval()
+    sd = {}
+    for role, hf in TENSORS.items():
+        for i in range(cfg.num_hidden_layers if "{i}" in role else 1):
+            r = role.format(i=i)
+            if r in tens:
+                w = tens[r].read_f32()
+                sd[hf.format(i=i)] = torch.tensor(w - 1.0 if r.endswith("norm.weight") else w)
+    missing = model.load_state_dict(sd, strict=False).missing_keys
+    assert missing == ["lm_head.weight"], missing  # tied to the embedding
+    return model
+
+
+def test_matches_transformers_on_dequantized_weights(gemma, gemma_gguf):
+    """Same weights, exact arithmetic on both sides: the only differences are f32 summation
+    orders, so 1e-4 of the logit scale (measured: ~1.4e-6)."""
+    import torch
+    model = hf_gemma3_from_gguf(gemma_gguf)
+    for prompt in PROMPTS[:4]:
+        ids = REF["prompts"][prompt]["ids"]
+        with torch.no_grad():
+            ref = model(torch.tensor([ids])).logits[0, -1].double().numpy()
+        gemma.reset()
+        got = gemma.prefill(ids)
+        assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
