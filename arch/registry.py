@@ -62,4 +62,4 @@ def family_for(model_type: str) -> Family:
 
 def _load_all() -> None:
     # Importing a family module registers it; the list is the one place that names them.
-    from . import gemma3, llama, mistral, qwen2, qwen3  # noqa: F401
+    from . import gemma, gemma2, gemma3, llama, mistral, qwen2, qwen3  # noqa: F401

@@ -33,15 +33,59 @@ def threads_list(text: str) -> list:
     return vals
 
 
+# -- model selection (compile, run, quantize) ------------------------------------------------
+def add_model_flags(p, *, default_note: str) -> None:
+    """mistral.rs' model flags: -m, --format gguf|ggml -f FILE, -t, --isq, --from-uqff."""
+    p.add_argument("-m", "--model", help="Hugging Face folder, cached model id, or a .gguf "
+                   f"file{default_note}")
+    p.add_argument("--format", choices=("plain", "gguf", "ggml"),
+                   help="model file format (default: from the file name)")
+    p.add_argument("-f", "--file", help="with --format gguf/ggml: the file (path, or a name "
+                   "inside the -m folder)")
+    p.add_argument("-t", "--tokenizer", help="take the tokenizer from this folder or model id")
+    p.add_argument("--isq", help="quantize in situ: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 Q2K Q3K Q4K "
+                   "Q5K Q6K Q8K, or 2 3 4 5 6 8")
+    p.add_argument("--quant-policy", help="JSON {tensor glob: type} kept at other precisions")
+    p.add_argument("--from-uqff", help="a pre-quantized Ingot artefact whose weights are reused")
+    p.add_argument("--chat-template", help="a jinja chat template file that overrides the "
+                   "model's")
+    p.add_argument("--dtype", choices=("f32", "f16", "bf16"),
+                   help="float weight type (default: the model's)")
+    p.add_argument("--max-seq-len", type=int, default=4096)
+    p.add_argument("--prefill-chunk", type=int, default=128)
+    p.add_argument("--target", default="host")
+
+
+def compile_from_args(args, output=None):
+    """Compile what the model flags name (the default model when none) into `output` or the
+    user cache; returns the artefact path."""
+    import ingot
+    model, fmt, file = args.model, args.format, args.file
+    if args.from_uqff:
+        model, fmt, file = args.from_uqff, "uqff", args.from_uqff
+    elif model is None and file is None:
+        from .default_model import default_model_path
+        model = default_model_path()
+    # tqdm's carriage-return redraws are noise in a captured log; show them on a terminal only.
+    return ingot.compile(model, output, dtype=args.dtype, isq=args.isq, target=args.target,
+                         max_seq_len=args.max_seq_len, prefill_chunk=args.prefill_chunk,
+                         format=fmt, file=file, tokenizer=args.tokenizer,
+                         quant_policy=args.quant_policy, chat_template=args.chat_template,
+                         progress=sys.stderr.isatty())
+
+
 # -- compile ---------------------------------------------------------------------------------
 def cmd_compile(args) -> int:
-    import ingot
-    # tqdm's carriage-return redraws are noise in a captured log; show them on a terminal only.
-    path = ingot.compile(args.model, args.output, dtype=args.dtype, target=args.target,
-                         max_seq_len=args.max_seq_len, prefill_chunk=args.prefill_chunk,
-                         progress=sys.stderr.isatty())
+    path = compile_from_args(args, args.output)
     print(f"{path}  ({_size(path.stat().st_size)})")
     return 0
+
+
+def cmd_quantize(args) -> int:
+    """Write a pre-quantized artefact (Ingot's UQFF): compile with --isq."""
+    if not args.isq:
+        raise IngotError("quantize needs --isq LEVEL")
+    return cmd_compile(args)
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -145,14 +189,13 @@ def _chat(model, args) -> int:
 
 
 def cmd_run(args, parser) -> int:
-    if (args.artefact is None) == (args.model is None):
-        parser.error("run needs either an ARTEFACT or -m MODEL")
+    if args.artefact is not None and (args.model or args.file or args.from_uqff):
+        parser.error("run takes an ARTEFACT or model flags (-m, -f, --from-uqff), not both")
     import ingot
     path = args.artefact
-    if args.model is not None:
-        # compile_model(output=None) keys the user cache by a hash of the files and flags.
-        path = ingot.compile(args.model, None, dtype=args.dtype, max_seq_len=args.max_seq_len,
-                             progress=sys.stderr.isatty())
+    if path is None:
+        # The user cache is keyed by a hash of the model files and flags: compiled once.
+        path = compile_from_args(args)
     model = ingot.load(path, threads=args.threads)
     try:
         if args.prompt is None:
@@ -230,21 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ingot {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    c = sub.add_parser("compile", help="compile a model folder or cached model id")
-    c.add_argument("-m", "--model", required=True, help="Hugging Face folder or cached model id")
+    default_note = " (default: the bundled Gemma 3 270M)"
+    c = sub.add_parser("compile", help="compile a model into an artefact")
+    add_model_flags(c, default_note=default_note)
     c.add_argument("-o", "--output", help="artefact path (default: the user cache)")
-    c.add_argument("--dtype", choices=("f32", "f16", "bf16"),
-                   help="weight type (default: the model's torch_dtype)")
-    c.add_argument("--max-seq-len", type=int, default=4096)
-    c.add_argument("--prefill-chunk", type=int, default=128)
-    c.add_argument("--target", default="host")
     c.set_defaults(func=cmd_compile)
+
+    q = sub.add_parser("quantize", help="write a pre-quantized artefact (compile with --isq)")
+    add_model_flags(q, default_note=default_note)
+    q.add_argument("-o", "--output", required=True, help="artefact path")
+    q.set_defaults(func=cmd_quantize)
 
     r = sub.add_parser("run", help="generate text: one prompt, or an interactive chat")
     r.add_argument("artefact", nargs="?", help="compiled artefact")
-    r.add_argument("-m", "--model", help="compile this model into the cache first")
-    r.add_argument("--dtype", choices=("f32", "f16", "bf16"), help="with -m")
-    r.add_argument("--max-seq-len", type=int, default=4096, help="with -m")
+    add_model_flags(r, default_note=default_note)
     r.add_argument("-p", "--prompt", help="one-shot prompt (without it: interactive chat)")
     r.add_argument("--system", help="system prompt")
     r.add_argument("--raw", action="store_true", help="send the prompt as plain text, "

@@ -95,9 +95,6 @@ class Policy:
                 # the table raises precision; it never drops below the ISQ level
                 want = t if BITS.get(t, 99) >= BITS.get(want, 99) else want
                 break
-        # Never spend more bits than the source has (a Q4_K file stays Q4_K under --isq Q8_0).
-        if BITS.get(want, 99) > BITS.get(src_type, 99):
-            want = src_type
         if want in FLOAT_TYPES:
             return self.float_dtype or want
         return _fits(want, shape[-1])

@@ -19,7 +19,7 @@ import torch
 import ingot
 
 FAMILIES = ["llama", "llama_tied_llama3rope", "llama_yarn_bias", "mistral", "qwen2", "qwen3",
-            "gemma3"]
+            "gemma3", "gemma", "gemma2"]
 STORAGE_BOUND = {"f16": 2e-2, "bf16": 1e-1}
 
 

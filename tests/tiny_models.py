@@ -55,6 +55,19 @@ CONFIGS = {
         rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0,
                                             "rope_theta": 1e6},
                          "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})),
+    # Gemma: (1 + w) norms, sqrt(hidden) embedding scale, GELU-tanh, tied, MQA, head_dim given
+    # and unlike hidden / heads.
+    "gemma": ("GemmaConfig", dict(vocab_size=300, hidden_size=44, intermediate_size=76,
+                                  num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=1, head_dim=14,
+                                  max_position_embeddings=256)),
+    # Gemma 2: sandwich norms, soft-capping low enough to bite, window 5 on layers 0 and 2,
+    # query_pre_attn_scalar != head_dim, GQA ratio 3.
+    "gemma2": ("Gemma2Config", dict(
+        vocab_size=300, hidden_size=36, intermediate_size=68, num_hidden_layers=3,
+        num_attention_heads=6, num_key_value_heads=2, head_dim=10, sliding_window=5,
+        query_pre_attn_scalar=18, attn_logit_softcapping=8.0, final_logit_softcapping=6.0,
+        max_position_embeddings=256)),
 }
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

@@ -25,6 +25,8 @@ _SIG = types.int64(*([types.int64] * len(STEP_ARGS)))
 def _numba_entry(source: str, name: str):
     glb = kernel_globals()
     exec(compile(source, f"<ingot:{name}>", "exec"), glb)  # noqa: S102 - our own rendered code
+    for part in [k for k in glb if k.startswith(f"{name}_part")]:
+        glb[part] = njit(error_model="numpy", _nrt=False, no_cpython_wrapper=True)(glb[part])
     disp = njit(_SIG, error_model="numpy", _nrt=False, no_cpython_wrapper=True,
                 no_cfunc_wrapper=True)(glb[name])
     cres = disp.overloads[disp.signatures[0]]

@@ -130,17 +130,29 @@ def kernel_globals() -> dict:
     return g
 
 
+PART_CALLS = 24  # kernel calls per generated helper: numba's typing grows faster than linearly
+# with function length, so the step is a short chain of parts rather than one long body.
+
+
 def render_step(graph, plan, weight_offsets, state_offsets, name: str, fixed_n=None) -> str:
-    """Source of `def name(wb, ab, kb, sb, n, pos, tid, nth, sync)`; with `fixed_n` the token
-    count is a constant so LLVM specialises the kernels (the decode step uses n = 1)."""
+    """Source of `def name(wb, ab, kb, sb, n, pos, tid, nth, sync)` and its parts; with
+    `fixed_n` the token count is a constant so LLVM specialises the kernels (decode: n = 1).
+    Helper functions are named `{name}_partK`; the build wraps them with njit."""
     c = Ctx(plan, weight_offsets, state_offsets)
-    lines = [f"def {name}({', '.join(STEP_ARGS)}):"]
-    if fixed_n is not None:
-        lines.append(f"    n = {int(fixed_n)}")
     calls = [call for node in graph.nodes for call in RENDERERS[node.op](c, node)]
-    for i, call in enumerate(calls):
-        lines.append(f"    {call}")
-        if i + 1 < len(calls):
-            lines.append("    barrier(sync, nth)")
-    lines.append("    return 0")
-    return "\n".join(lines) + "\n"
+    args = ", ".join(STEP_ARGS)
+    out, parts = [], []
+    for k in range(0, len(calls), PART_CALLS):
+        part = f"{name}_part{k // PART_CALLS}"
+        parts.append(part)
+        out.append(f"def {part}({args}):")
+        for call in calls[k:k + PART_CALLS]:
+            out.append(f"    {call}")
+            out.append("    barrier(sync, nth)")
+        out.append("    return 0\n")
+    out.append(f"def {name}({args}):")
+    if fixed_n is not None:
+        out.append(f"    n = {int(fixed_n)}")
+    out += [f"    {part}({args})" for part in parts]
+    out.append("    return 0")
+    return "\n".join(out) + "\n"
