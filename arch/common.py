@@ -50,6 +50,10 @@ def decoder_spec(cfg: dict, arch: str, *, windows=None) -> ModelSpec:
         from .spec import ConfigError
         raise ConfigError(f"config.json hidden_act '{act}' is not supported")
     windows = windows or [0] * n_layers
+    # Partial rotary (Phi, GLM 4): only the first rot_dim dims of a head are rotated.
+    params = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else {}
+    prf = float(cfg.get("partial_rotary_factor") or params.get("partial_rotary_factor") or 1.0)
+    rot_dim = int(head_dim * prf)
     return ModelSpec(
         arch=arch, vocab_size=int(need(cfg, "vocab_size")), hidden=hidden, n_layers=n_layers,
         n_heads=n_heads, n_kv_heads=int(cfg.get("num_key_value_heads") or n_heads),
@@ -59,7 +63,7 @@ def decoder_spec(cfg: dict, arch: str, *, windows=None) -> ModelSpec:
         qkv_bias=bool(cfg.get("attention_bias", False)),
         o_bias=bool(cfg.get("attention_bias", False)),
         mlp_bias=bool(cfg.get("mlp_bias", False)), act=_ACTS[act],
-        ropes={"global": RopeSpec(theta=theta, rot_dim=head_dim, scaling=scaling,
+        ropes={"global": RopeSpec(theta=theta, rot_dim=rot_dim, scaling=scaling,
                                   max_position_embeddings=max_pos)},
         layers=[LayerSpec(sliding_window=int(w or 0)) for w in windows],
         bos_token_id=cfg.get("bos_token_id"), eos_token_ids=eos_ids(cfg),

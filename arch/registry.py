@@ -15,7 +15,8 @@ class Family:
     tensors: dict               # canonical role pattern -> file tensor name pattern ({i} = layer)
     build: Callable             # (GraphBuilder, ModelSpec, max_seq) -> None
     gguf_archs: tuple = ()      # GGUF `general.architecture` values
-    gguf_spec: Optional[Callable] = None  # (Meta, tensor names) -> ModelSpec
+    gguf_spec: Optional[Callable] = None  # (Meta, {GGUF tensor name: ref}) -> ModelSpec
+    gguf_names: Optional[dict] = None  # role pattern -> GGUF name where they differ (Phi 3)
     chat_template: Optional[str] = None  # built-in template name for files that carry none
 
 
@@ -62,4 +63,5 @@ def family_for(model_type: str) -> Family:
 
 def _load_all() -> None:
     # Importing a family module registers it; the list is the one place that names them.
-    from . import gemma, gemma2, gemma3, llama, mistral, qwen2, qwen3  # noqa: F401
+    from . import (gemma, gemma2, gemma3, glm4, granite, llama, mistral, phi2,  # noqa: F401
+                   phi3, qwen2, qwen3, smollm3, starcoder2)

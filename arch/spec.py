@@ -17,7 +17,7 @@ class RopeSpec:
 @dataclass
 class LayerSpec:
     sliding_window: int = 0    # 0 = full attention
-    rope: str = "global"       # which RoPE table this layer uses
+    rope: str = "global"       # which RoPE table this layer uses ("" = none: SmolLM 3)
 
 
 @dataclass
@@ -43,6 +43,14 @@ class ModelSpec:
     post_norms: bool = False        # Gemma 2/3: norms after attention and after the MLP too
     attn_softcap: float = 0.0       # Gemma 2: c * tanh(scores / c)
     final_softcap: float = 0.0      # Gemma 2: the same on the logits
+    norm: str = "rms"               # "rms", or "layer": LayerNorm with bias (Phi 2, Starcoder 2)
+    mlp: str = "gated"              # "gated": act(gate) * up; "plain": act(up) (Phi 2, Starcoder 2)
+    parallel_residual: bool = False  # Phi 2: x + attn(norm(x)) + mlp(norm(x)), one norm
+    fused_qkv: bool = False         # the file holds q, k, v as one [q | k | v] matrix
+    fused_gate_up: bool = False     # the file holds gate and up as one [gate | up] matrix
+    output_bias: bool = False       # Phi 2's output head has a bias
+    residual_scale: float = 1.0     # Granite: each branch's output is scaled before the add
+    logit_scale: float = 1.0        # Granite: logits are divided by logits_scaling
     ropes: dict = field(default_factory=dict)  # table name -> RopeSpec
     layers: list = field(default_factory=list)  # LayerSpec per layer
     bos_token_id: Optional[int] = None

@@ -19,11 +19,13 @@ class Op(enum.Enum):
     EMBED = "embed"              # tokens -> rows of the embedding table (times a scale)
     RMSNORM = "rmsnorm"          # x -> x / rms(x) * (w [+ 1]); per `group` columns (qk-norm)
     ADD_RMSNORM = "add_rmsnorm"  # fused: (x, r) -> (x + r, rmsnorm(x + r))
+    LAYERNORM = "layernorm"      # x -> (x - mean) / std * w + b (Phi 2, Starcoder 2)
     LINEAR = "linear"            # x @ W.T (+ b)
     ROPE = "rope"                # rotary position embedding on heads
     ATTENTION = "attention"      # store k, v into the cache; causal (windowed) softmax attention
     SWIGLU = "swiglu"            # silu(gate) * up from one fused [gate | up] matrix
     MUL_ACT = "mul_act"          # act(a) * b from two matrices (unfused gate/up)
+    ACT = "act"                  # act(x): the plain (ungated) MLP's activation
     ADD = "add"                  # residual add
     SCALE = "scale"              # x * c (logit / residual multipliers)
     SOFTCAP = "softcap"          # c * tanh(x / c)

@@ -159,12 +159,6 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     scratch = (max(max_seq, max_k) * 4 + 63) // 64 * 64
     phase("native code")
 
-    weights = graph.weights()
-    w_off, w_size = _layout(weights, weight_nbytes, WEIGHT_ALIGN)
-    s_off, s_size = _layout(graph.states, lambda s: s.rows * s.cols * 4, 64)
-    max_k = max((n.weights["w"].shape[1] for n in graph.nodes if n.op is Op.LINEAR), default=0)
-    scratch = (max(max_seq, max_k) * 4 + 63) // 64 * 64
-
     sources = {"prefill": render_step(graph, plan, w_off, s_off, "prefill"),
                "decode": render_step(graph, plan, w_off, s_off, "decode", fixed_n=1)}
     code = build_library(sources, tgt, workdir=output.parent if output.parent.exists() else None)

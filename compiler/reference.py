@@ -28,6 +28,13 @@ def rmsnorm(x, w, eps, unit_offset, group):
     return (y * (w.astype(np.float64) + (1.0 if unit_offset else 0.0))).reshape(rows, cols)
 
 
+def layernorm(x, w, b, eps):
+    x = x.astype(np.float64)
+    c = x - x.mean(-1, keepdims=True)
+    y = c / np.sqrt((c * c).mean(-1, keepdims=True) + eps)
+    return y * w + (b if b is not None else 0.0)
+
+
 def rope(x, cos, sin, pos, n_heads, head_dim, rot_dim, neox):
     rows = x.shape[0]
     h = x.reshape(rows, n_heads, head_dim).astype(np.float64).copy()
@@ -102,6 +109,10 @@ class Interpreter:
         if n.op is Op.ADD_RMSNORM:
             s = ins[0].astype(np.float32) + ins[1]
             return s, rmsnorm(s, w["w"], a["eps"], a.get("unit_offset", False), s.shape[1])
+        if n.op is Op.LAYERNORM:
+            return layernorm(ins[0], w["w"], w.get("b"), a["eps"])
+        if n.op is Op.ACT:
+            return act_fn(a["act"], ins[0].astype(np.float64))
         if n.op is Op.LINEAR:
             y = ins[0].astype(np.float64) @ w["w"].T.astype(np.float64)
             return y + w["b"] if "b" in w else y

@@ -59,7 +59,7 @@ def open_ggml(path, *, tokenizer=None) -> ModelSource:
     tensors = {canonical_name(n): t for n, t in f.tensors.items()}
     meta = _metadata(f, tensors, path)
     family = family_for_gguf("llama", path)
-    spec = family.gguf_spec(Meta(meta, "llama", path), set(tensors))
+    spec = family.gguf_spec(Meta(meta, "llama", path), tensors)
     sections, template = _tokenizer_sections(meta, tokenizer, path)
     return ModelSource(path.stem.replace(" ", "-"), family, spec, tensors.get, sections,
                        template, [path])

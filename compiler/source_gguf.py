@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 from ..arch.gguf_meta import Meta
 from ..arch.registry import family_for_gguf
@@ -19,11 +20,25 @@ def open_gguf(path, *, tokenizer=None) -> ModelSource:
     if not isinstance(arch, str):
         raise IngotError(f"{path}: metadata 'general.architecture' is missing")
     family = family_for_gguf(arch, path)
-    spec = family.gguf_spec(Meta(meta, arch, path), set(tensors))
+    spec = family.gguf_spec(Meta(meta, arch, path), tensors)
     sections, template = _tokenizer_sections(meta, tokenizer, path)
     name = meta.get("general.name") if isinstance(meta.get("general.name"), str) else path.stem
     return ModelSource(str(name).replace("/", "_").replace(" ", "-"), family, spec,
-                       tensors.get, sections, template, [path])
+                       gguf_lookup(tensors, family.gguf_names), sections, template, [path])
+
+
+def gguf_lookup(tensors: dict, renames):
+    """Roles are GGUF names, except where a family's file names a role differently."""
+    if not renames:
+        return tensors.get
+
+    def lookup(role: str):
+        m = re.match(r"blk\.(\d+)\.(.*)", role)
+        pat = renames.get("blk.{i}." + m.group(2) if m else role)
+        if pat is None:
+            return tensors.get(role)
+        return tensors.get(pat.format(i=m.group(1)) if m else pat)
+    return lookup
 
 
 def _tokenizer_sections(meta: dict, tokenizer_model, path) -> tuple[dict, object]:

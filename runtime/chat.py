@@ -119,6 +119,13 @@ BUILTIN_TEMPLATES: dict[str, str] = {
         "{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
     ),
+    # Phi 3 / 3.5: <|role|>\n...<|end|>\n for each turn.
+    "phi3": (
+        "{% for m in messages %}"
+        "{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    ),
     # Gemma 2/3: only user and model turns; a system message is folded into the first user turn.
     "gemma": (
         "{{ bos_token }}"

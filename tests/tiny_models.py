@@ -68,6 +68,46 @@ CONFIGS = {
         num_attention_heads=6, num_key_value_heads=2, head_dim=10, sliding_window=5,
         query_pre_attn_scalar=18, attn_logit_softcapping=8.0, final_logit_softcapping=6.0,
         max_position_embeddings=256)),
+    # Phi 2: parallel attention/MLP from one LayerNorm, biases everywhere, partial rotary
+    # (half of head_dim 12), GQA ratio 2, untied output head with a bias.
+    "phi2": ("PhiConfig", dict(vocab_size=300, hidden_size=48, intermediate_size=76,
+                               num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, partial_rotary_factor=0.5,
+                               max_position_embeddings=256)),
+    # Phi 3: fused qkv and gate_up, long-RoPE factors (short ones in use below 128 tokens),
+    # sliding window 7, MQA.
+    "phi3": ("Phi3Config", dict(
+        vocab_size=300, hidden_size=36, intermediate_size=60, num_hidden_layers=2,
+        num_attention_heads=3, num_key_value_heads=1, sliding_window=7,
+        tie_word_embeddings=False, max_position_embeddings=256,
+        original_max_position_embeddings=128,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                         "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                         "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 8.0],
+                         "original_max_position_embeddings": 128})),
+    # Starcoder 2: LayerNorm with bias, biases on every projection, GELU MLP, window 6, tied.
+    "starcoder2": ("Starcoder2Config", dict(vocab_size=300, hidden_size=40,
+                                            intermediate_size=76, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2,
+                                            sliding_window=6, use_bias=True,
+                                            max_position_embeddings=256)),
+    # GLM 4: sandwich norms, fused gate_up, q/k/v biases, interleaved partial rotary.
+    "glm4": ("Glm4Config", dict(vocab_size=300, hidden_size=40, intermediate_size=72,
+                                num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, head_dim=12, attention_bias=True,
+                                tie_word_embeddings=False, max_position_embeddings=256)),
+    # SmolLM 3: every 2nd layer without RoPE, tied, MQA.
+    "smollm3": ("SmolLM3Config", dict(vocab_size=300, hidden_size=36, intermediate_size=60,
+                                      num_hidden_layers=4, num_attention_heads=3,
+                                      num_key_value_heads=1, no_rope_layer_interval=2,
+                                      tie_word_embeddings=True, max_position_embeddings=256)),
+    # Granite: embedding, attention, residual and logit multipliers all away from 1.
+    "granite": ("GraniteConfig", dict(vocab_size=300, hidden_size=40, intermediate_size=68,
+                                      num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, embedding_multiplier=3.0,
+                                      attention_multiplier=0.2, residual_multiplier=0.5,
+                                      logits_scaling=4.0, tie_word_embeddings=False,
+                                      max_position_embeddings=256)),
 }
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -91,11 +131,13 @@ def make_tokenizer(vocab_size: int):
     return tok
 
 
-def build_model(name: str, seed: int = 0):
+def build_model(name: str, seed: int = 0, **overrides):
     import torch
     import transformers
     cls_name, kw = CONFIGS[name]
-    cfg = getattr(transformers, cls_name)(**kw, bos_token_id=0, eos_token_id=1)
+    kw = dict(kw, **overrides)
+    cfg = getattr(transformers, cls_name)(**{"pad_token_id": 2, **kw}, bos_token_id=0,
+                                         eos_token_id=1)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
     # Larger than the default 0.02 init so that logits differ visibly between tokens.

@@ -13,36 +13,77 @@ import subprocess
 import tempfile
 
 import llvmlite.binding as llvm
-from numba import njit, types
+from numba import types
 
 from ...errors import IngotError
 from .host import CpuTarget
 from .step_source import STEP_ARGS, kernel_globals
 
-_SIG = types.int64(*([types.int64] * len(STEP_ARGS)))
+_ARGS = (types.int64,) * len(STEP_ARGS)
 
 
-def _numba_entry(source: str, name: str):
+def _compile_part(pyfunc):
+    """Type and lower one step part to LLVM IR without numba's own JIT finalisation (no machine
+    code per part: the whole step is optimised and emitted once, below). Returns numba's code
+    library, unfinalised, and the part's native symbol."""
+    from numba.core import compiler
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+    flags = compiler.Flags()
+    flags.no_compile = True
+    flags.no_cpython_wrapper = True
+    flags.no_cfunc_wrapper = True
+    flags.nrt = False
+    flags.error_model = "numpy"
+    with global_compiler_lock:
+        tgctx = cpu_target.target_context
+        tgctx.refresh()
+        library = tgctx.codegen().create_library(pyfunc.__name__)
+        cres = compiler.compile_extra(cpu_target.typing_context, tgctx, pyfunc, args=_ARGS,
+                                      return_type=types.int64, flags=flags, locals={},
+                                      library=library)
+    return library, cres.fndesc.mangled_name
+
+
+def _step_module(source: str, name: str, export: str):
+    """One LLVM module for a step: its parts, the kernels they call (each linked once), and a
+    C-ABI entry `int64 export(int64 x9)` that calls the parts in order."""
     glb = kernel_globals()
     exec(compile(source, f"<ingot:{name}>", "exec"), glb)  # noqa: S102 - our own rendered code
-    for part in [k for k in glb if k.startswith(f"{name}_part")]:
-        glb[part] = njit(error_model="numpy", _nrt=False, no_cpython_wrapper=True)(glb[part])
-    disp = njit(_SIG, error_model="numpy", _nrt=False, no_cpython_wrapper=True,
-                no_cfunc_wrapper=True)(glb[name])
-    cres = disp.overloads[disp.signatures[0]]
-    return cres.library.get_llvm_str(), cres.fndesc.mangled_name
+    parts = sorted((k for k in glb if k.startswith(f"{name}_part")),
+                   key=lambda k: int(k.rsplit("part", 1)[1]))
+    module, symbols, seen = None, [], set()
+    for part in parts:
+        library, symbol = _compile_part(glb[part])
+        symbols.append(symbol)
+        mods = [llvm.parse_assembly(str(library._final_module))]
+        for lib in library._linking_libraries:
+            if id(lib) not in seen:
+                seen.add(id(lib))
+                mods.append(lib._get_module_for_linking())
+        for m in mods:
+            if module is None:
+                module = m
+            else:
+                module.link_in(m, preserve=True)
+    module.link_in(llvm.parse_assembly(_entry(export, symbols, module.triple,
+                                              module.data_layout)))
+    return module
 
 
-def _wrapper(export: str, inner: str, triple: str, layout: str) -> str:
+def _entry(export: str, parts: list, triple: str, layout: str) -> str:
+    """`int64 export(args)`: numba's calling convention (status, return slot, exception slot)
+    for each part, in order; kernels raise nothing (numpy error model), so statuses are unused."""
     n = len(STEP_ARGS)
     params = ", ".join(f"i64 %a{i}" for i in range(n))
-    args = ", ".join(f"i64 %a{i}" for i in range(n))
-    return (f'target triple = "{triple}"\ntarget datalayout = "{layout}"\n'
-            f'declare i32 @"{inner}"(ptr, ptr, {", ".join(["i64"] * n)})\n'
-            f"define i64 @{export}({params}) {{\n"
-            f"  %r = alloca i64\n  %e = alloca ptr\n"
-            f'  %s = call i32 @"{inner}"(ptr %r, ptr %e, {args})\n'
-            f"  %x = sext i32 %s to i64\n  ret i64 %x\n}}\n")
+    argtypes = ", ".join(["i64"] * n)
+    lines = [f'target triple = "{triple}"', f'target datalayout = "{layout}"']
+    lines += [f'declare i32 @"{p}"(ptr, ptr, {argtypes})' for p in parts]
+    lines += [f"define i64 @{export}({params}) {{", "  %r = alloca i64", "  %e = alloca ptr"]
+    lines += [f'  %s{k} = call i32 @"{p}"(ptr %r, ptr %e, {params})'
+              for k, p in enumerate(parts)]
+    lines += ["  ret i64 0", "}"]
+    return "\n".join(lines) + "\n"
 
 
 def build_library(sources: dict, target: CpuTarget, workdir=None) -> bytes:
@@ -55,10 +96,8 @@ def build_library(sources: dict, target: CpuTarget, workdir=None) -> bytes:
     module = None
     exports = []
     for name, src in sources.items():
-        ir_text, inner = _numba_entry(src, name)
-        mod = llvm.parse_assembly(ir_text)
         export = f"ingot_{name}"
-        mod.link_in(llvm.parse_assembly(_wrapper(export, inner, mod.triple, mod.data_layout)))
+        mod = _step_module(src, name, export)
         exports.append(export)
         if module is None:
             module = mod

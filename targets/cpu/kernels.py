@@ -123,6 +123,34 @@ def rmsnorm(x, xs, n, cols, group, w, eps, unit, y, ys, tid, nth):
 
 
 @njit(**KW)
+def layernorm(x, xs, n, cols, w, b, eps, y, tid, nth):
+    """y = (x - mean) / sqrt(var + eps) * w (+ b), per row; two passes for a stable variance."""
+    lo, hi = split(n, tid, nth)
+    X = ptr_f32(x)
+    Y = ptr_f32(y)
+    W = ptr_f32(w)
+    for t in range(lo, hi):
+        xo = t * xs
+        mean = np.float32(0.0)
+        for j in range(cols):
+            mean += X[xo + j]
+        mean /= np.float32(cols)
+        var = np.float32(0.0)
+        for j in range(cols):
+            c = X[xo + j] - mean
+            var += c * c
+        r = np.float32(1.0) / math.sqrt(var / np.float32(cols) + np.float32(eps))
+        yo = t * cols
+        if b != 0:
+            B = ptr_f32(b)
+            for j in range(cols):
+                Y[yo + j] = (X[xo + j] - mean) * r * W[j] + B[j]
+        else:
+            for j in range(cols):
+                Y[yo + j] = (X[xo + j] - mean) * r * W[j]
+
+
+@njit(**KW)
 def add_rmsnorm(a, b, n, cols, w, eps, unit, s, y, tid, nth):
     """s = a + b; y = rmsnorm(s): the residual add fused with the next norm."""
     lo, hi = split(n, tid, nth)
@@ -255,6 +283,17 @@ def mul_act(a, as_, b, bs, n, cols, kind, y, tid, nth):
     for t in range(lo, hi):
         for j in range(cols):
             Y[t * cols + j] = act(A[t * as_ + j], kind) * B[t * bs + j]
+
+
+@njit(**KW)
+def act_rows(x, xs, n, cols, kind, y, tid, nth):
+    """y = act(x): the activation of a plain (ungated) MLP."""
+    lo, hi = split(n, tid, nth)
+    X = ptr_f32(x)
+    Y = ptr_f32(y)
+    for t in range(lo, hi):
+        for j in range(cols):
+            Y[t * cols + j] = act(X[t * xs + j], kind)
 
 
 @njit(**KW)

@@ -51,6 +51,19 @@ def _rmsnorm(c, n):
             f"{1.0 if a.get('unit_offset') else 0.0}, {c.addr(y)}, {y.row_stride}, tid, nth)"]
 
 
+def _layernorm(c, n):
+    x, y = n.inputs[0], n.outputs[0]
+    return [f"layernorm({c.addr(x)}, {x.row_stride}, {c.rows(x)}, {x.cols}, "
+            f"{c.w(n.weights['w'])}, {c.w(n.weights.get('b'))}, {float(n.attrs['eps'])!r}, "
+            f"{c.addr(y)}, tid, nth)"]
+
+
+def _act(c, n):
+    x = n.inputs[0]
+    return [f"act_rows({c.addr(x)}, {x.row_stride}, {c.rows(x)}, {x.cols}, "
+            f"{K.ACT_CODES[n.attrs['act']]}, {c.addr(n.outputs[0])}, tid, nth)"]
+
+
 def _add_rmsnorm(c, n):
     a, b = n.inputs
     s, y = n.outputs
@@ -110,7 +123,8 @@ def _scale(c, n, softcap):
 
 RENDERERS = {
     Op.EMBED: _embed, Op.LINEAR: _linear, Op.RMSNORM: _rmsnorm, Op.ADD_RMSNORM: _add_rmsnorm,
-    Op.ROPE: _rope, Op.ATTENTION: _attention, Op.MUL_ACT: _mul_act, Op.SWIGLU: _swiglu,
+    Op.LAYERNORM: _layernorm, Op.ACT: _act, Op.ROPE: _rope, Op.ATTENTION: _attention,
+    Op.MUL_ACT: _mul_act, Op.SWIGLU: _swiglu,
     Op.ADD: _add, Op.SCALE: lambda c, n: _scale(c, n, False),
     Op.SOFTCAP: lambda c, n: _scale(c, n, True),
 }
@@ -123,36 +137,32 @@ def kernel_globals() -> dict:
     from .quant_kernels import QUANT_LINEAR
     g.update({f"LINEAR_{k}": v for k, v in QUANT_LINEAR.items()})
     g.update({f"EMBED_{k}": v for k, v in QUANT_EMBED.items()})
-    g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, rope=K.rope, kv_store=K.kv_store,
+    g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, layernorm=K.layernorm,
+             act_rows=K.act_rows, rope=K.rope, kv_store=K.kv_store,
              attention=K.attention, mul_act=K.mul_act, add=K.add, scale=K.scale)
     from .intrinsics import barrier
     g["barrier"] = barrier
     return g
 
 
-PART_CALLS = 24  # kernel calls per generated helper: numba's typing grows faster than linearly
-# with function length, so the step is a short chain of parts rather than one long body.
+PART_CALLS = 24  # kernel calls per part: numba's typing grows faster than linearly with
+# function length, so the step is a short chain of parts rather than one long body.
 
 
 def render_step(graph, plan, weight_offsets, state_offsets, name: str, fixed_n=None) -> str:
-    """Source of `def name(wb, ab, kb, sb, n, pos, tid, nth, sync)` and its parts; with
-    `fixed_n` the token count is a constant so LLVM specialises the kernels (decode: n = 1).
-    Helper functions are named `{name}_partK`; the build wraps them with njit."""
+    """Source of the step's parts `def {name}_partK(wb, ab, kb, sb, n, pos, tid, nth, sync)`,
+    which the build compiles separately and calls in order from one native entry. With
+    `fixed_n` the token count is a constant so LLVM specialises the kernels (decode: n = 1)."""
     c = Ctx(plan, weight_offsets, state_offsets)
     calls = [call for node in graph.nodes for call in RENDERERS[node.op](c, node)]
     args = ", ".join(STEP_ARGS)
-    out, parts = [], []
+    out = []
     for k in range(0, len(calls), PART_CALLS):
-        part = f"{name}_part{k // PART_CALLS}"
-        parts.append(part)
-        out.append(f"def {part}({args}):")
+        out.append(f"def {name}_part{k // PART_CALLS}({args}):")
+        if fixed_n is not None:
+            out.append(f"    n = {int(fixed_n)}")
         for call in calls[k:k + PART_CALLS]:
             out.append(f"    {call}")
             out.append("    barrier(sync, nth)")
         out.append("    return 0\n")
-    out.append(f"def {name}({args}):")
-    if fixed_n is not None:
-        out.append(f"    n = {int(fixed_n)}")
-    out += [f"    {part}({args})" for part in parts]
-    out.append("    return 0")
     return "\n".join(out) + "\n"
