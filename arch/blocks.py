@@ -66,11 +66,15 @@ def attention(b: GraphBuilder, x, i: int, spec: ModelSpec, max_seq: int, rope_ca
     if layer.rope:  # SmolLM 3 leaves RoPE out of some layers
         q = rope(b, q, spec, layer.rope, H, max_seq, rope_cache)
         k = rope(b, k, spec, layer.rope, KV, max_seq, rope_cache)
-    kc = b.state(f"{p}.k_cache", KV * D, max_seq)
-    vc = b.state(f"{p}.v_cache", KV * D, max_seq)
+    # A sliding-window layer keeps a ring of the window plus one chunk of rows (every key a
+    # token of the chunk can see survives that chunk's own writes), not the whole context.
+    w = layer.sliding_window
+    ring = min(max_seq, w + b.chunk - 1) if w else max_seq
+    kc = b.state(f"{p}.k_cache", KV * D, ring)
+    vc = b.state(f"{p}.v_cache", KV * D, ring)
     o = b.emit(Op.ATTENTION, [q, k, v], H * D, f"{p}.sdpa",
                states={"k_cache": kc, "v_cache": vc}, n_heads=H, n_kv_heads=KV, head_dim=D,
-               scale=spec.scale, window=layer.sliding_window, softcap=spec.attn_softcap)
+               scale=spec.scale, window=w, softcap=spec.attn_softcap, ring=ring)
     return linear(b, o, f"{p}_output", spec.hidden, spec.o_bias)
 
 

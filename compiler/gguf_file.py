@@ -45,6 +45,24 @@ class _Cursor:
     def string(self) -> str:
         return bytes(self.take(self.unpack("<Q"))).decode("utf-8", errors="replace")
 
+    def strings(self, count: int) -> list:
+        """A string array in one tight loop (a vocabulary holds hundreds of thousands)."""
+        buf, pos, end = self.buf, self.pos, len(self.buf)
+        length = struct.Struct("<Q").unpack_from
+        out = []
+        append = out.append
+        for _ in range(count):
+            if pos + 8 > end:
+                raise _Truncated()
+            n = length(buf, pos)[0]
+            pos += 8
+            if pos + n > end:
+                raise _Truncated()
+            append(str(buf[pos:pos + n], "utf-8", "replace"))
+            pos += n
+        self.pos = pos
+        return out
+
     def value(self, vtype: int):
         if vtype in _SCALARS:
             return self.unpack(_SCALARS[vtype][0])
@@ -57,6 +75,8 @@ class _Cursor:
             if etype in _SCALARS:
                 dt = np.dtype(_SCALARS[etype][1]).newbyteorder("<")
                 return np.frombuffer(self.take(count * dt.itemsize), dt).tolist()
+            if etype == _STRING:
+                return self.strings(count)
             return [self.value(etype) for _ in range(count)]
         raise ValueError(f"unknown metadata value type {vtype}")
 

@@ -122,8 +122,10 @@ class GraphBuilder:
     are reported with the file's tensor name.
     """
 
-    def __init__(self, get_weight: Callable[[str, tuple, bool], Optional[Weight]]):
+    def __init__(self, get_weight: Callable[[str, tuple, bool], Optional[Weight]],
+                 chunk: int = 1 << 30):
         self._get_weight = get_weight
+        self.chunk = chunk  # the most tokens one step takes (prefill chunk)
         self.nodes: list = []
         self.inputs: dict = {}
         self.outputs: dict = {}

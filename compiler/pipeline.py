@@ -104,9 +104,7 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
                   file=None, tokenizer=None, quant_policy=None, chat_template=None, **opts):
     if opts:
         raise IngotError(f"unknown compile option(s): {', '.join(sorted(opts))}")
-    from ..targets.cpu.build import build_library
     from ..targets.cpu.host import resolve_target
-    from ..targets.cpu.step_source import render_step
 
     src = open_source(model, fmt=format, file=file, tokenizer=tokenizer)
     spec = src.spec
@@ -135,6 +133,9 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         if output.exists():
             return output
     output = pathlib.Path(output)
+    # numba and LLVM load only when there is something to compile (not for a cache hit).
+    from ..targets.cpu.build import build_library
+    from ..targets.cpu.step_source import render_step
 
     from tqdm import tqdm
     bar = tqdm(total=5, desc=f"compile {src.name}", unit="phase", disable=not progress,
@@ -144,7 +145,7 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         bar.set_postfix_str(name)
         bar.update(1)
 
-    graph = trace(src, Policy(dt, isq_type, table), max_seq=max_seq)
+    graph = trace(src, Policy(dt, isq_type, table), max_seq=max_seq, chunk=chunk)
     phase("passes")
     verify = (lambda a, b, name: outputs_match(a, b, name, vocab=spec.vocab_size)) \
         if verify_passes else None
@@ -176,7 +177,10 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         "tokens_offset": plan.offset(graph.inputs["tokens"]),
         "logits_offset": plan.offset(logits) + 4 * logits.col_offset,
         "layer_weight_bytes": _per_layer_bytes(weights),
-        "kv_bytes_per_token": sum(s.cols * 4 for s in graph.states),
+        # Full-context layers grow by this per token; sliding-window layers hold a fixed ring.
+        "kv_bytes_per_token": sum(s.cols * 4 for s in graph.states if s.rows == max_seq),
+        "kv_ring_layers": sum(1 for n in graph.nodes
+                              if n.op is Op.ATTENTION and n.attrs["ring"] < max_seq),
         "nodes": len(graph.nodes), "passes": graph.meta.get("passes", []),
         "ops": {op.value: sum(1 for n in graph.nodes if n.op is op) for op in Op
                 if any(n.op is op for n in graph.nodes)},
@@ -206,7 +210,7 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         aw.header = header
         aw.add("plan", json.dumps(plan_json, sort_keys=True).encode())
         aw.add("code", code)
-        for name, data in src.sections.items():
+        for name, data in src.artefact_sections().items():
             aw.add(name, data)
         if template is not None:
             aw.add("chat_template", json.dumps(template, sort_keys=True).encode())

@@ -56,16 +56,19 @@ def rope(x, cos, sin, pos, n_heads, head_dim, rot_dim, neox):
 def attention(q, k, v, kc, vc, pos, a):
     rows = q.shape[0]
     H, KV, D = a["n_heads"], a["n_kv_heads"], a["head_dim"]
-    kc[pos:pos + rows] = k
-    vc[pos:pos + rows] = v
+    ring = kc.shape[0]  # position p lives in row p % ring (sliding-window layers keep a ring)
+    for t in range(rows):
+        kc[(pos + t) % ring] = k[t]
+        vc[(pos + t) % ring] = v[t]
     out = np.zeros((rows, H * D))
     for t in range(rows):
         p = pos + t
         lo = max(0, p - a["window"] + 1) if a["window"] else 0
         for h in range(H):
             g = h // (H // KV)
-            keys = kc[lo:p + 1, g * D:(g + 1) * D].astype(np.float64)
-            vals = vc[lo:p + 1, g * D:(g + 1) * D].astype(np.float64)
+            rows_ = [j % ring for j in range(lo, p + 1)]
+            keys = kc[rows_, g * D:(g + 1) * D].astype(np.float64)
+            vals = vc[rows_, g * D:(g + 1) * D].astype(np.float64)
             s = keys @ q[t, h * D:(h + 1) * D].astype(np.float64) * a["scale"]
             if a["softcap"]:
                 s = a["softcap"] * np.tanh(s / a["softcap"])

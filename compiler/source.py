@@ -25,6 +25,19 @@ class ModelSource:
     chat_template: Optional[object] = None  # str or list of named templates
     hashed_files: list = field(default_factory=list)  # pathlib.Path: inputs of the cache key
     default_float: Optional[str] = None  # the float storage type a matrix defaults to
+    make_sections: Optional[Callable] = None  # builds `sections` when first needed (GGUF's
+    # tokenizer conversion takes seconds: a cached compile never needs it)
+
+    def __post_init__(self):
+        if self.make_sections is not None:
+            self._made = None
+
+    def artefact_sections(self) -> dict:
+        if self.make_sections is None:
+            return self.sections
+        if self._made is None:
+            self._made = self.make_sections()
+        return self._made
 
 
 def open_source(model, *, fmt=None, file=None, tokenizer=None) -> ModelSource:

@@ -21,10 +21,24 @@ def open_gguf(path, *, tokenizer=None) -> ModelSource:
         raise IngotError(f"{path}: metadata 'general.architecture' is missing")
     family = family_for_gguf(arch, path)
     spec = family.gguf_spec(Meta(meta, arch, path), tensors)
-    sections, template = _tokenizer_sections(meta, tokenizer, path)
+    kind = meta.get("tokenizer.ggml.model")
+    if tokenizer is None and "tokenizer.ggml.tokens" in meta and kind not in ("llama", "gpt2"):
+        raise IngotError(f"{path}: GGUF tokenizer model {kind!r} is not supported (only 'llama' "
+                         "and 'gpt2'; -t <tokenizer-model-id> takes one from elsewhere)")
     name = meta.get("general.name") if isinstance(meta.get("general.name"), str) else path.stem
     return ModelSource(str(name).replace("/", "_").replace(" ", "-"), family, spec,
-                       gguf_lookup(tensors, family.gguf_names), sections, template, [path])
+                       gguf_lookup(tensors, family.gguf_names), {},
+                       _template(meta, tokenizer), [path],
+                       make_sections=lambda: _tokenizer_sections(meta, tokenizer, path)[0])
+
+
+def _template(meta: dict, tokenizer_model):
+    """The chat template without converting the vocabulary (what the cache key needs)."""
+    if tokenizer_model is not None:
+        from .source_hf import tokenizer_sections
+        return tokenizer_sections(tokenizer_model)[1]
+    t = meta.get("tokenizer.chat_template")
+    return t if t and "tokenizer.ggml.tokens" in meta else None
 
 
 def gguf_lookup(tensors: dict, renames):

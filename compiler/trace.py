@@ -12,7 +12,8 @@ from .ir import Graph, GraphBuilder, Weight
 from .source import ModelSource
 
 
-def trace(src: ModelSource, policy: Policy, *, max_seq: int) -> Graph:
+def trace(src: ModelSource, policy: Policy, *, max_seq: int, chunk: int | None = None) -> Graph:
+    """`chunk`: the most tokens one prefill call takes (sizes sliding-window KV rings)."""
     cache: dict = {}
 
     def get_weight(role: str, shape: tuple, optional: bool):
@@ -31,7 +32,7 @@ def trace(src: ModelSource, policy: Policy, *, max_seq: int) -> Graph:
         cache[role] = w
         return w
 
-    b = GraphBuilder(get_weight)
+    b = GraphBuilder(get_weight, chunk=chunk or max_seq)
     src.family.build(b, src.spec, max_seq)
     return b.finish(arch=src.spec.arch)
 

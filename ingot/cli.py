@@ -88,6 +88,15 @@ def cmd_quantize(args) -> int:
     return cmd_compile(args)
 
 
+def cmd_convert(args) -> int:
+    """A Hugging Face folder as a GGUF file (Ingot's quantizers for --isq)."""
+    from .compiler.gguf_convert import convert
+    path = convert(args.model, args.output, isq=args.isq, dtype=args.dtype,
+                   quant_policy=args.quant_policy)
+    print(f"{path}  ({_size(path.stat().st_size)})")
+    return 0
+
+
 # -- run -------------------------------------------------------------------------------------
 class _StopOnCtrlC:
     """While an answer streams, Ctrl-C sets a flag the loop checks between tokens, so a native
@@ -242,8 +251,9 @@ def cmd_inspect(args) -> int:
             "memory plan",
             f"  arena            {_size(arena)}  (naive sum of buffers {_size(naive)}: {saved})",
             f"  scratch/thread   {_size(plan['scratch_bytes_per_thread'])}",
-            f"  KV cache         {_size(plan['kv_bytes_per_token'])}/token, "
-            f"{_size(plan['state_bytes'])} total",
+            f"  KV cache         {_size(plan['kv_bytes_per_token'])}/token on full layers, "
+            f"{_size(plan['state_bytes'])} total ({plan.get('kv_ring_layers', 0)} sliding "
+            f"layers keep a window-sized ring)",
             f"  weights          {_size(plan['weights_bytes'])}",
             "per-layer weights"]
     out += [f"  layer {i:<4} {_size(b)}" for i, b in enumerate(plan.get("layer_weight_bytes", []))]
@@ -283,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(q, default_note=default_note)
     q.add_argument("-o", "--output", required=True, help="artefact path")
     q.set_defaults(func=cmd_quantize)
+
+    v = sub.add_parser("convert", help="write a Hugging Face folder as a GGUF file")
+    v.add_argument("-m", "--model", required=True, help="Hugging Face folder or cached model id")
+    v.add_argument("-o", "--output", required=True, help="the .gguf file to write")
+    v.add_argument("--isq", help="quantize matrices: Q4_0 … Q8_0, Q2K … Q6K, or 2-8")
+    v.add_argument("--dtype", choices=("f32", "f16", "bf16"), help="float storage type")
+    v.add_argument("--quant-policy", help="JSON {tensor glob: type} kept at other precisions")
+    v.set_defaults(func=cmd_convert)
 
     r = sub.add_parser("run", help="generate text: one prompt, or an interactive chat")
     r.add_argument("artefact", nargs="?", help="compiled artefact")

@@ -22,7 +22,14 @@ def default_model_path() -> pathlib.Path:
     path = default_cache_dir() / "models" / FILE_NAME
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial")
-        assemble(tmp, overwrite=True)  # assembled beside, renamed when whole
-        tmp.replace(path)
+        import os
+        # Assembled beside under a name of this process, renamed when whole: two first runs
+        # at once each write their own copy and the last rename wins (the bytes are the same).
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        try:
+            assemble(tmp, overwrite=True)
+            tmp.replace(path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return path

@@ -19,6 +19,8 @@ import pytest
 
 import ingot
 
+pytestmark = pytest.mark.xdist_group("gemma")  # one worker compiles the real model once
+
 REF = json.loads((pathlib.Path(__file__).parent / "data" /
                   "gemma3_llamacpp_generation.json").read_text(encoding="utf-8"))
 PROMPTS = list(REF["prompts"])

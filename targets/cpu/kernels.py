@@ -196,23 +196,26 @@ def rope(x, xs, n, heads, hd, rot, neox, cos, sin, pos, y, tid, nth):
 
 
 @njit(**KW)
-def kv_store(k, ks, v, vs, n, width, kc, vc, pos, tid, nth):
-    """Append this step's key and value rows to the layer's cache at `pos`."""
+def kv_store(k, ks, v, vs, n, width, kc, vc, pos, ring, tid, nth):
+    """Append this step's key and value rows to the layer's cache: position p goes to row
+    p % ring (ring = the cache's rows; max_seq for full layers, so p itself)."""
     lo, hi = split(n, tid, nth)
     Kx = ptr_f32(k)
     Vx = ptr_f32(v)
     KC = ptr_f32(kc)
     VC = ptr_f32(vc)
     for t in range(lo, hi):
-        o = (pos + t) * width
+        o = ((pos + t) % ring) * width
         for j in range(width):
             KC[o + j] = Kx[t * ks + j]
             VC[o + j] = Vx[t * vs + j]
 
 
 @njit(**KW_ATTN)
-def attention(q, qs, n, H, KV, D, kc, vc, pos, scale, window, softcap, out, scratch, tid, nth):
-    """Causal softmax attention of each (token, head) over the cache; GQA shares kv heads."""
+def attention(q, qs, n, H, KV, D, kc, vc, pos, ring, scale, window, softcap, out, scratch, tid,
+              nth):
+    """Causal softmax attention of each (token, head) over the cache; GQA shares kv heads.
+    Position j's key is in row j % ring."""
     lo, hi = split(n * H, tid, nth)
     Q = ptr_f32(q)
     KC = ptr_f32(kc)
@@ -234,7 +237,7 @@ def attention(q, qs, n, H, KV, D, kc, vc, pos, scale, window, softcap, out, scra
         qo = t * qs + h * D
         m = np.float32(-np.inf)
         for j in range(start, p + 1):
-            ko = j * width + g * D
+            ko = (j % ring) * width + g * D
             s = np.float32(0.0)
             for d in range(D):
                 s += Q[qo + d] * KC[ko + d]
@@ -255,7 +258,7 @@ def attention(q, qs, n, H, KV, D, kc, vc, pos, scale, window, softcap, out, scra
             O[oo + d] = 0.0
         for j in range(start, p + 1):
             pj = S[j - start] * inv
-            vo = j * width + g * D
+            vo = (j % ring) * width + g * D
             for d in range(D):
                 O[oo + d] += pj * VC[vo + d]
 

@@ -85,9 +85,10 @@ def _attention(c, n):
     kc, vc = c.addr(n.states["k_cache"]), c.addr(n.states["v_cache"])
     store = (f"kv_store({c.addr(k)}, {k.row_stride}, {c.addr(v)}, {v.row_stride}, "
              f"{c.rows(q)}, {k.cols}, "
-             f"{kc}, {vc}, pos, tid, nth)")
+             f"{kc}, {vc}, pos, {int(a['ring'])}, tid, nth)")
     attend = (f"attention({c.addr(q)}, {q.row_stride}, {c.rows(q)}, {a['n_heads']}, "
-              f"{a['n_kv_heads']}, {a['head_dim']}, {kc}, {vc}, pos, {float(a['scale'])!r}, "
+              f"{a['n_kv_heads']}, {a['head_dim']}, {kc}, {vc}, pos, {int(a['ring'])}, "
+              f"{float(a['scale'])!r}, "
               f"{int(a['window'])}, {float(a['softcap'])!r}, {c.addr(n.outputs[0])}, sb, "
               f"tid, nth)")
     return [store, attend]
