@@ -12,7 +12,7 @@ import pytest
 
 import ingot
 from gguf_from_hf import write_gguf
-from test_equivalence import prompt, ref_logits, rel_err
+from test_equivalence import check_against_transformers
 
 NAMES = ["llama", "qwen2", "qwen3", "phi2", "phi3", "starcoder2"]
 
@@ -23,10 +23,4 @@ def test_gguf_matches_transformers(name, model_dirs, tmp_path):
     path = tmp_path / f"{name}.gguf"
     write_gguf(hf, path)
     m = ingot.load(ingot.compile(path, tmp_path / f"{name}.ingot", max_seq_len=64), threads=2)
-    ids = prompt(19, hf.config.vocab_size, 1)
-    steps = prompt(16, hf.config.vocab_size, 2)
-    ref = ref_logits(hf, ids + steps)
-    got = [m.prefill(ids)] + [m.decode(t) for t in steps]
-    for i, g in enumerate(got):
-        pos = len(ids) - 1 + i
-        assert rel_err(g, ref[pos]) < 1e-3, f"position {pos}: {rel_err(g, ref[pos]):.2e}"
+    check_against_transformers(m, hf)

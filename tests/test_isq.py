@@ -197,9 +197,12 @@ WIDE = {
     "smollm3": dict(_W, num_attention_heads=4), "granite": _W,
 }
 # Q8_0 against the unquantized transformers model, std-0.2 random weights whose errors every
-# layer passes on: measured up to 6.1e-2 (glm4; phi2 2.4e-2, starcoder2 2.9e-2) -> bound 1e-1.
-# Against transformers running the same Q8_0-rounded matrices only arithmetic differs: 1e-3.
-FAMILY_Q8_BOUND = 1e-1
+# layer passes on (random weights give the error nothing to average out against): measured
+# llama 5.9e-2, mistral 9.9e-2, qwen2 8.8e-2, qwen3 4.2e-2, gemma 4.5e-2, gemma2 3.2e-2,
+# gemma3 2.7e-2, phi2 2.4e-2, starcoder2 2.9e-2, glm4 6.1e-2, phi3 4.7e-2, smollm3 8.1e-2,
+# granite 3.7e-2 -> bound 1.5e-1. Against transformers running the same Q8_0-rounded
+# matrices only arithmetic differs: 1e-3 (the check that the quantized path is right).
+FAMILY_Q8_BOUND = 1.5e-1
 
 
 def test_every_family_has_a_wide_config():
@@ -235,5 +238,4 @@ def test_isq_q8_0_on_other_families(name, tmp_path):
         r, e = ref[len(ids) - 1 + i], exact[len(ids) - 1 + i]
         assert np.abs(g - e).max() / np.abs(e).max() < 1e-3
         worst = max(worst, float(np.abs(g - r).max() / np.abs(r).max()))
-    print(f"ISQ-Q8_0 {name}: {worst:.2e}")
     assert 0 < worst < FAMILY_Q8_BOUND, f"{name}: {worst:.2e}"
