@@ -18,7 +18,7 @@ from ..arch.registry import family_for_gguf
 from ..errors import IngotError
 from .ggml_file import read_ggml
 from .source import ModelSource
-from .source_gguf import _tokenizer_sections
+from .source_gguf import _tokenizer_files, _tokenizer_sections
 
 RMS_EPS = 1e-6
 CONTEXT = 2048
@@ -62,7 +62,7 @@ def open_ggml(path, *, tokenizer=None) -> ModelSource:
     spec = family.gguf_spec(Meta(meta, "llama", path), tensors)
     sections, template = _tokenizer_sections(meta, tokenizer, path)
     return ModelSource(path.stem.replace(" ", "-"), family, spec, tensors.get, sections,
-                       template, [path])
+                       template, [path, *_tokenizer_files(tokenizer)])
 
 
 def _metadata(f, tensors: dict, path) -> dict:

@@ -28,8 +28,18 @@ def open_gguf(path, *, tokenizer=None) -> ModelSource:
     name = meta.get("general.name") if isinstance(meta.get("general.name"), str) else path.stem
     return ModelSource(str(name).replace("/", "_").replace(" ", "-"), family, spec,
                        gguf_lookup(tensors, family.gguf_names), {},
-                       _template(meta, tokenizer), [path],
+                       _template(meta, tokenizer), [path, *_tokenizer_files(tokenizer)],
                        make_sections=lambda: _tokenizer_sections(meta, tokenizer, path)[0])
+
+
+def _tokenizer_files(tokenizer_model) -> list:
+    """With -t, the tokenizer folder's files are inputs too (the cache key hashes them)."""
+    if tokenizer_model is None:
+        return []
+    from .model_source import resolve_model_dir
+    from .source_hf import TOKENIZER_FILES
+    folder = resolve_model_dir(tokenizer_model)
+    return [folder / n for n in (*TOKENIZER_FILES, "chat_template.jinja") if (folder / n).exists()]
 
 
 def _template(meta: dict, tokenizer_model):
