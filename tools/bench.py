@@ -32,14 +32,14 @@ def one(n):
     t0 = time.perf_counter()
     llm.eval(prompt)
     t1 = time.perf_counter()
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = int(np.argmax(llm.eval_logits[-1]))
     t2 = time.perf_counter()
     dec = 0.0
     for _ in range(n):
         t = time.perf_counter()
         llm.eval([tok])
         dec += time.perf_counter() - t
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(llm.eval_logits[-1]))
     return t1 - t0, t2 - t0, dec
 one(1)
 runs = [one(n_gen) for _ in range(repeats)]
