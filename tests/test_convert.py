@@ -12,16 +12,9 @@ import ingot
 from ingot.runtime.artefact import Artefact
 from test_cli import cli_in_process
 from test_equivalence import by_family, prompt, rel_err
+from test_isq import logits_run as _logits
 
 NAMES = ["llama", "qwen2", "qwen3", "phi2", "phi3", "starcoder2"]
-
-
-def _logits(path, ids, steps):
-    m = ingot.load(path, threads=2)
-    try:
-        return [m.prefill(ids)] + [m.decode(t) for t in steps]
-    finally:
-        m.close()
 
 
 @pytest.mark.parametrize("name", by_family(NAMES))

