@@ -99,9 +99,25 @@ def _per_layer_bytes(weights) -> list:
     return [layers[i] for i in sorted(layers)]
 
 
+def _decode_read_bytes(graph, weights) -> int:
+    """Weight bytes one decode step reads: all of them, except that a table only looked up by
+    EMBED gives one row (a table the output head also multiplies by, tied, counts fully)."""
+    from ..quant.registry import get_format
+    looked_up = {id(n.weights["w"]) for n in graph.nodes if n.op is Op.EMBED}
+    multiplied = {id(w) for n in graph.nodes if n.op is not Op.EMBED for w in n.weights.values()}
+    return sum(get_format(w.dtype).row_bytes(w.shape[-1])
+               if id(w) in looked_up and id(w) not in multiplied else weight_nbytes(w)
+               for w in weights)
+
+
+# Weight types the kernels multiply as floats; every block type gets 8-bit activations.
+FLOAT_TYPES = ("f32", "f16", "bf16", "iq4_nl", "mxfp4")
+
+
 def compile_model(model, output=None, *, dtype=None, isq=None, target="host", max_seq_len=4096,
                   prefill_chunk=128, verify_passes=False, progress=False, format=None,
-                  file=None, tokenizer=None, quant_policy=None, chat_template=None, **opts):
+                  file=None, tokenizer=None, quant_policy=None, chat_template=None,
+                  profile=False, **opts):
     if opts:
         raise IngotError(f"unknown compile option(s): {', '.join(sorted(opts))}")
     from ..targets.cpu.host import resolve_target
@@ -128,14 +144,14 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     if output is None:
         key = content_key(src, dtype=dt, isq=isq_type, policy=sorted(table.items()),
                           max_seq=max_seq, chunk=chunk, target=tgt.describe(),
-                          template=template)
+                          template=template, **({"profile": True} if profile else {}))
         output = default_cache_dir() / f"{src.name}-{key}.ingot"
         if output.exists():
             return output
     output = pathlib.Path(output)
     # numba and LLVM load only when there is something to compile (not for a cache hit).
     from ..targets.cpu.build import build_library
-    from ..targets.cpu.step_source import render_step
+    from ..targets.cpu.step_source import call_labels, render_step
 
     from tqdm import tqdm
     bar = tqdm(total=5, desc=f"compile {src.name}", unit="phase", disable=not progress,
@@ -156,12 +172,18 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     weights = graph.weights()
     w_off, w_size = _layout(weights, weight_nbytes, WEIGHT_ALIGN)
     s_off, s_size = _layout(graph.states, lambda s: s.rows * s.cols * 4, 64)
-    max_k = max((n.weights["w"].shape[1] for n in graph.nodes if n.op is Op.LINEAR), default=0)
-    scratch = (max(max_seq, max_k) * 4 + 63) // 64 * 64
+    linears = [n.weights["w"] for n in graph.nodes if n.op is Op.LINEAR]
+    max_k = max((w.shape[1] for w in linears), default=0)
+    # Per thread: attention scores (max_seq floats), a widened weight row (max_k floats), or a
+    # chunk of activations quantized to 8 bits for the integer-dot kernels (block types).
+    q8_k = max((w.shape[1] for w in linears if w.dtype not in FLOAT_TYPES), default=0)
+    q8_rows = chunk * (q8_k + q8_k // 32 * 4 + q8_k // 16 * 4)
+    scratch = (max(max_seq * 4, max_k * 4, q8_rows) + 63) // 64 * 64
     phase("native code")
 
     sources = {"prefill": render_step(graph, plan, w_off, s_off, "prefill"),
-               "decode": render_step(graph, plan, w_off, s_off, "decode", fixed_n=1)}
+               "decode": render_step(graph, plan, w_off, s_off, "decode", fixed_n=1,
+                                     profile=profile)}
     code = build_library(sources, tgt, workdir=output.parent if output.parent.exists() else None)
     phase("write")
 
@@ -177,6 +199,7 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         "tokens_offset": plan.offset(graph.inputs["tokens"]),
         "logits_offset": plan.offset(logits) + 4 * logits.col_offset,
         "layer_weight_bytes": _per_layer_bytes(weights),
+        "decode_read_bytes": _decode_read_bytes(graph, weights),
         # Full-context layers grow by this per token; sliding-window layers hold a fixed ring.
         "kv_bytes_per_token": sum(s.cols * 4 for s in graph.states if s.rows == max_seq),
         "kv_ring_layers": sum(1 for n in graph.nodes
@@ -186,6 +209,8 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
                 if any(n.op is op for n in graph.nodes)},
         "bos_token_id": spec.bos_token_id, "eos_token_ids": spec.eos_token_ids,
         "entry_points": {"prefill": "ingot_prefill", "decode": "ingot_decode"},
+        # Profile builds: the decode step stamps the cycle counter after each of these calls.
+        **({"profile_calls": call_labels(graph)} if profile else {}),
         # What a later compile needs to reuse these weights as they are (--from-uqff).
         "spec": spec_to_json(spec),
         "tensors": [tensor_entry(w, w_off[id(w)]) for w in weights if w.source[0] != "array"],

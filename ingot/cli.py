@@ -23,14 +23,20 @@ def _size(n: float) -> str:
         n /= 1024
 
 
-def threads_list(text: str) -> list:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2 (got '{text}')")
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"thread counts must be at least 1 (got '{text}')")
-    return vals
+def counts_list(what: str, example: str = "1,2"):
+    """An argparse type: comma-separated positive integers (thread counts, prompt lengths)."""
+    def parse(text: str) -> list:
+        try:
+            vals = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} like {example} (got '{text}')")
+        if not vals or min(vals) < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be at least 1 (got '{text}')")
+        return vals
+    return parse
+
+
+threads_list = counts_list("thread counts")
 
 
 # -- model selection (compile, run, quantize) ------------------------------------------------
@@ -265,15 +271,32 @@ def cmd_inspect(args) -> int:
 
 
 # -- bench -----------------------------------------------------------------------------------
+def add_bench_flags(p) -> None:
+    """`ingot bench` and tools/bench.py take the same flags."""
+    p.add_argument("model", help="an artefact, or a .gguf file or Hugging Face folder that is "
+                   "compiled first (into the user cache)")
+    p.add_argument("--gguf", help="the GGUF the artefact was compiled from: llama-cpp-python "
+                   "runs it in the same session (a .gguf input is its own reference)")
+    p.add_argument("--no-reference", action="store_true", help="Ingot alone, no llama.cpp")
+    p.add_argument("--threads", type=threads_list, default=[1, 2],
+                   help="thread counts (default 1,2)")
+    p.add_argument("--prompt-tokens", type=counts_list("prompt lengths", "128,512"),
+                   default=[128, 512],
+                   help="prefill lengths; decode and TTFT follow the first (default 128,512)")
+    p.add_argument("--gen-tokens", type=int, default=64, help="decode steps (default 64)")
+    p.add_argument("--repeats", type=int, default=3, help="passes per engine; medians "
+                   "(default 3)")
+    p.add_argument("--max-seq-len", type=int, default=1024, help="when compiling a .gguf or "
+                   "folder (default 1024)")
+    p.add_argument("--dtype", choices=("f32", "f16", "bf16"), help="when compiling a folder")
+    p.add_argument("--bandwidth-mib", type=int, default=512, help="buffer the memory bandwidth "
+                   "is measured on (default 512 MiB, far larger than the cache)")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+
+
 def cmd_bench(args) -> int:
-    from .runtime.bench import bench, format_table
-    rows = bench(args.artefact, threads=args.threads, prompt_tokens=args.prompt_tokens,
-                 gen_tokens=args.gen_tokens, repeats=args.repeats)
-    if args.json:
-        print(json.dumps({"artefact": str(args.artefact), "results": rows}, indent=2))
-    else:
-        print(format_table(rows))
-    return 0
+    from .runtime.bench import bench_from_args
+    return bench_from_args(args)
 
 
 # -- the parser ------------------------------------------------------------------------------
@@ -324,13 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the raw header and plan")
     i.set_defaults(func=cmd_inspect)
 
-    b = sub.add_parser("bench", help="load time, prefill/decode tokens/s, TTFT, peak RSS")
-    b.add_argument("artefact")
-    b.add_argument("--threads", type=threads_list, default=[1], help="e.g. 1,2")
-    b.add_argument("--prompt-tokens", type=int, default=128)
-    b.add_argument("--gen-tokens", type=int, default=64)
-    b.add_argument("--repeats", type=int, default=3)
-    b.add_argument("--json", action="store_true")
+    b = sub.add_parser("bench", help="Ingot against llama.cpp on the same model: prefill and "
+                       "decode tokens/s, load time, TTFT, peak RSS, bandwidth ceiling")
+    add_bench_flags(b)
     b.set_defaults(func=cmd_bench)
     return p
 

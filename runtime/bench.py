@@ -1,83 +1,341 @@
-"""Measures an artefact on this host: load time, prefill and decode tokens/s, time to first token
-and peak RSS. Runtime-only (numpy and the standard library), so it runs on the device itself;
-`ingot bench` and tools/bench.py share it and print the same rows.
+"""`ingot bench`: Ingot and llama.cpp on the same model, in the same run, measured the same way.
+
+One worker process per (engine, thread count) loads its engine once (runtime/bench_worker.py);
+this parent interleaves their passes (Ingot, llama.cpp, Ingot, ... for every repeat and prompt
+length) so that a slow spell on the host hits both, and reports medians. Per engine and thread
+count: load time, prefill tokens/s per prompt length, decode tokens/s after the first prompt,
+time to first token, the worker's peak RSS, and decode as a fraction of the ceiling that the
+measured memory bandwidth allows (bandwidth / bytes a decode step reads).
+
+Runtime-only (numpy and the standard library) unless the input is a GGUF file or a model folder,
+which `ingot.compile` turns into an artefact (cached) first. tools/bench.py and `ingot bench`
+share this module.
 """
 from __future__ import annotations
 
-import resource
+import importlib.util
+import json
+import pathlib
 import statistics
+import subprocess
 import sys
-import time
-
-import numpy as np
+import tempfile
 
 from ..errors import IngotError
-from .model import Model
+from .artefact import Artefact
+from .bandwidth import DEFAULT_MIB, read_bandwidth
 
-# The row every engine reports; a reference runner (llama-cpp-python, later) fills the same keys.
-FIELDS = ("engine", "threads", "load_s", "prefill_tok_s", "decode_tok_s", "ttft_s",
-          "peak_rss_mib")
-
-
-def peak_rss_mib() -> float:
-    """The process's peak resident set so far (it only grows across runs in one process)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+INGOT, LLAMA = "ingot", "llama.cpp"
 
 
-def _one_pass(model: Model, prompt: np.ndarray, gen_tokens: int) -> tuple:
-    """(prefill seconds, time to first token, decode seconds) for one prompt + greedy decode."""
-    model.reset()
-    t0 = time.perf_counter()
-    logits = model.prefill_view(prompt)
-    t1 = time.perf_counter()
-    tok = int(np.argmax(logits))
-    t2 = time.perf_counter()
-    decode_s = 0.0
-    for _ in range(gen_tokens):
-        t = time.perf_counter()
-        logits = model.decode_view(tok)
-        decode_s += time.perf_counter() - t
-        tok = int(np.argmax(logits))
-    return t1 - t0, t2 - t0, decode_s
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
-def bench_threads(path, threads: int, prompt_tokens: int = 128, gen_tokens: int = 64,
-                  repeats: int = 3, seed: int = 0) -> dict:
-    """One row for one thread count; medians over `repeats` passes, context reset between."""
-    if prompt_tokens < 1 or gen_tokens < 1 or repeats < 1:
-        raise IngotError("bench needs at least 1 prompt token, 1 generated token and 1 repeat")
-    t = time.perf_counter()
-    model = Model.load(path, threads=threads)
-    load_s = time.perf_counter() - t
+class WorkerFailed(Exception):
+    pass
+
+
+class Worker:
+    """A bench_worker subprocess; `ask(cmd=...)` sends one command and returns its answer."""
+
+    def __init__(self, engine: str, path, threads: int, n_ctx: int, n_batch: int, seed: int):
+        self.engine, self.threads = engine, threads
+        self._err = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingot.runtime.bench_worker", engine, str(path),
+             "--threads", str(threads), "--n-ctx", str(n_ctx), "--n-batch", str(n_batch),
+             "--seed", str(seed)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True,
+            bufsize=1)
+        self.hello = self._read()
+
+    def _why(self) -> str:
+        try:
+            rc = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            rc = None
+        self._err.seek(0)
+        lines = [ln.strip() for ln in self._err.read().splitlines() if ln.strip()]
+        return lines[-1] if lines else f"the worker exited with status {rc}"
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise WorkerFailed(self._why())
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            raise WorkerFailed(f"unexpected worker output: {line.strip()[:200]}") from None
+        if not msg.get("ok"):
+            raise WorkerFailed(msg.get("error") or "unknown error")
+        return msg
+
+    def ask(self, **cmd) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(cmd) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerFailed(self._why()) from None
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write('{"cmd": "quit"}\n')
+                self.proc.stdin.flush()
+            self.proc.wait(timeout=30)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            for f in (self.proc.stdin, self.proc.stdout, self._err):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+
+# -- what the model reads --------------------------------------------------------------------
+def decode_bytes(plan: dict, context: float) -> dict:
+    """Bytes one decode step reads at `context` tokens: the weights it touches (the plan's
+    `decode_read_bytes`; older artefacts: all weights) and the KV cache rows attention reads.
+    Full-context layers read `kv_bytes_per_token` per position; sliding-window layers (a ring
+    of fixed rows, their size derived from `state_bytes`) read at most their ring."""
+    weights = plan.get("decode_read_bytes") or plan["weights_bytes"]
+    per_tok = plan.get("kv_bytes_per_token", 0)
+    ring_layers = plan.get("kv_ring_layers", 0)
+    full_layers = plan.get("n_layers", 0) - ring_layers
+    kv = per_tok * context
+    if ring_layers and full_layers > 0 and per_tok:
+        per_layer = per_tok / full_layers
+        ring_rows = (plan.get("state_bytes", 0) - per_tok * plan["max_seq_len"]) \
+            / (ring_layers * per_layer)
+        if ring_rows > 0:
+            kv += ring_layers * per_layer * min(context, ring_rows)
+    return {"weights": int(weights), "kv": int(kv), "total": int(weights + kv),
+            "weights_field": "decode_read_bytes" if plan.get("decode_read_bytes")
+            else "weights_bytes"}
+
+
+# -- the input -------------------------------------------------------------------------------
+def _is_gguf(path: pathlib.Path) -> bool:
     try:
-        if prompt_tokens + gen_tokens > model.max_seq_len:
-            raise IngotError(f"--prompt-tokens {prompt_tokens} + --gen-tokens {gen_tokens} exceed "
-                             f"the artefact's max_seq_len {model.max_seq_len}")
-        prompt = np.random.default_rng(seed).integers(0, model.vocab_size, prompt_tokens)
-        # The first pass pages the mapped weights in; that is load cost, not throughput.
-        _one_pass(model, prompt[:min(prompt_tokens, model.chunk)], 1)
-        runs = [_one_pass(model, prompt, gen_tokens) for _ in range(repeats)]
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def resolve_input(model, *, gguf=None, reference=True, max_seq_len=1024, dtype=None) -> tuple:
+    """(artefact path, reference GGUF or None): a GGUF or a model folder is compiled first (into
+    the user cache); a GGUF input is its own llama.cpp reference."""
+    path = pathlib.Path(str(model)).expanduser()
+    ref = pathlib.Path(gguf).expanduser() if gguf else None
+    if ref is not None and not ref.is_file():
+        raise IngotError(f"{gguf}: no such GGUF file")
+    if path.is_file() and not _is_gguf(path):
+        return path, (ref if reference else None)
+    if not path.exists() and path.suffix.lower() in (".ingot", ".gguf"):
+        raise IngotError(f"{model}: no such file")
+    if path.is_file() and ref is None:
+        ref = path
+    import ingot  # the compiler loads only here, in this parent process
+    _note(f"compiling {model} (max_seq_len {max_seq_len}; cached in the user cache) ...")
+    art = ingot.compile(str(model) if not path.exists() else path, None, dtype=dtype,
+                        max_seq_len=max_seq_len, progress=sys.stderr.isatty())
+    return pathlib.Path(art), (ref if reference else None)
+
+
+# -- measuring -------------------------------------------------------------------------------
+def _median(xs) -> float:
+    return statistics.median(xs)
+
+
+def _row(engine: str, threads: int, hello: dict, samples: dict, rss: float, prompts: list,
+         gen: int, bw: float, ceiling: float) -> dict:
+    first = prompts[0]
+    prefill = {str(n): n / _median(s["prefill_s"] for s in samples[n]) for n in prompts}
+    decode = gen / _median(s["decode_s"] for s in samples[first])
+    return {"engine": engine, "threads": threads, "load_s": hello["load_s"],
+            "prefill_tok_s": prefill, "decode_tok_s": decode,
+            "ttft_s": _median(s["ttft_s"] for s in samples[first]), "peak_rss_mib": rss,
+            "bandwidth_gb_s": bw, "ceiling_tok_s": ceiling, "decode_of_ceiling": decode / ceiling,
+            "samples": {str(n): samples[n] for n in prompts}}
+
+
+def bench_threads(art, ref, threads: int, prompts: list, gen: int, repeats: int, plan: dict,
+                  bandwidth_mib: int, seed: int = 0) -> tuple:
+    """Rows for one thread count: (rows, notes)."""
+    notes = []
+    bw = read_bandwidth(threads, bandwidth_mib)
+    ceiling = bw * 1e9 / decode_bytes(plan, prompts[0] + gen / 2)["total"]
+    n_ctx, n_batch = plan["max_seq_len"], max(prompts)
+    workers = {}
+    try:
+        try:
+            workers[INGOT] = Worker(INGOT, art, threads, n_ctx, n_batch, seed)
+        except WorkerFailed as e:
+            raise IngotError(str(e)) from None
+        if ref is not None:
+            try:
+                workers[LLAMA] = Worker(LLAMA, ref, threads, n_ctx, n_batch, seed)
+            except WorkerFailed as e:
+                notes.append(f"llama.cpp run at {threads} threads failed: {e}")
+                _note(notes[-1] + " (reporting Ingot alone)")
+
+        def ask(name, **cmd):
+            try:
+                return workers[name].ask(**cmd)
+            except WorkerFailed as e:
+                if name == INGOT:
+                    raise IngotError(f"Ingot worker at {threads} threads: {e}") from None
+                notes.append(f"llama.cpp run at {threads} threads failed: {e}")
+                _note(notes[-1] + " (reporting Ingot alone)")
+                workers.pop(name).close()
+                return None
+
+        # Warm-up: pages the weights in and lets each engine allocate what it allocates lazily.
+        for name in list(workers):
+            ask(name, cmd="pass", prompt=prompts[0], gen=min(gen, 4))
+        samples = {name: {n: [] for n in prompts} for name in workers}
+        for _ in range(repeats):
+            for n in prompts:
+                for name in list(workers):  # alternating: ingot, llama.cpp, ingot, ...
+                    got = ask(name, cmd="pass", prompt=n, gen=gen if n == prompts[0] else 0)
+                    if got is not None:
+                        samples[name][n].append(got)
+        rows = []
+        for name in list(workers):
+            rss = ask(name, cmd="rss")
+            if rss is not None:
+                rows.append(_row(name, workers[name].hello["threads"], workers[name].hello,
+                                 samples[name], rss["peak_rss_mib"], prompts, gen, bw, ceiling))
+        return rows, notes
     finally:
-        model.close()
-    prefill, ttft, decode = (statistics.median(r[i] for r in runs) for i in range(3))
-    return {"engine": "ingot", "threads": model.threads, "load_s": load_s,
-            "prefill_tok_s": prompt_tokens / prefill, "decode_tok_s": gen_tokens / decode,
-            "ttft_s": ttft, "peak_rss_mib": peak_rss_mib(),
-            "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "repeats": repeats}
+        for w in workers.values():
+            w.close()
 
 
-def bench(path, threads=(1,), **opts) -> list:
-    return [bench_threads(path, t, **opts) for t in threads]
+def ratios(rows: list, prompts: list) -> list:
+    """Per thread count with both engines: speeds as Ingot / llama.cpp; TTFT, peak RSS and load
+    time (lower is better) as llama.cpp / Ingot; above 1 favours Ingot either way."""
+    out = []
+    for ing in (r for r in rows if r["engine"] == INGOT):
+        ref = next((r for r in rows if r["engine"] == LLAMA and r["threads"] == ing["threads"]),
+                   None)
+        if ref is None:
+            continue
+        out.append({"threads": ing["threads"],
+                    **{f"prefill@{n}": ing["prefill_tok_s"][str(n)] / ref["prefill_tok_s"][str(n)]
+                       for n in prompts},
+                    "decode": ing["decode_tok_s"] / ref["decode_tok_s"],
+                    "ttft": ref["ttft_s"] / ing["ttft_s"],
+                    "peak_rss": ref["peak_rss_mib"] / ing["peak_rss_mib"],
+                    "load": ref["load_s"] / max(ing["load_s"], 1e-9)})
+    return out
 
 
-def format_table(rows: list) -> str:
-    head = ("engine", "threads", "load s", "prefill tok/s", "decode tok/s", "TTFT ms",
-            "peak RSS MiB")
-    cells = [head] + [(r["engine"], str(r["threads"]), f"{r['load_s']:.3f}",
-                       f"{r['prefill_tok_s']:.1f}", f"{r['decode_tok_s']:.1f}",
-                       f"{r['ttft_s'] * 1e3:.2f}", f"{r['peak_rss_mib']:.1f}") for r in rows]
+def run_bench(model, *, gguf=None, reference=True, threads=(1, 2), prompt_tokens=(128, 512),
+              gen_tokens=64, repeats=3, max_seq_len=1024, dtype=None,
+              bandwidth_mib=DEFAULT_MIB, seed=0) -> dict:
+    prompt_tokens, threads = list(prompt_tokens), list(threads)
+    if not prompt_tokens or min(prompt_tokens) < 1 or gen_tokens < 1 or repeats < 1:
+        raise IngotError("bench needs prompts of at least 1 token, --gen-tokens and --repeats "
+                         "of at least 1")
+    if not threads or min(threads) < 1:
+        raise IngotError("thread counts must be at least 1")
+    if bandwidth_mib < 1:
+        raise IngotError("--bandwidth-mib must be at least 1")
+    art, ref = resolve_input(model, gguf=gguf, reference=reference, max_seq_len=max_seq_len,
+                             dtype=dtype)
+    a = Artefact(art)
+    try:
+        plan = a.json("plan")
+    finally:
+        a.close()
+    max_seq, notes = plan["max_seq_len"], []
+    fits = [n for n in prompt_tokens if n <= max_seq]
+    if not fits or fits[0] + gen_tokens > max_seq:
+        n = fits[0] if fits else prompt_tokens[0]
+        raise IngotError(f"--prompt-tokens {n} + --gen-tokens {gen_tokens} exceed the "
+                         f"artefact's max_seq_len {max_seq}")
+    for n in prompt_tokens:
+        if n > max_seq:
+            notes.append(f"prompt of {n} tokens skipped: the artefact's max_seq_len is {max_seq}")
+            _note(notes[-1])
+    if ref is not None and importlib.util.find_spec("llama_cpp") is None:
+        notes.append("llama-cpp-python is not installed: reporting Ingot alone")
+        _note(notes[-1])
+        ref = None
+    elif ref is None and reference:
+        notes.append("no llama.cpp reference: pass --gguf FILE (the GGUF the artefact was "
+                     "compiled from)")
+        _note(notes[-1])
+    rows = []
+    for t in threads:
+        got, more = bench_threads(art, ref, t, fits, gen_tokens, repeats, plan, bandwidth_mib,
+                                  seed)
+        rows += got
+        notes += more
+    step = decode_bytes(plan, fits[0] + gen_tokens / 2)
+    return {"artefact": str(art), "reference": str(ref) if ref else None,
+            "settings": {"threads": threads, "prompt_tokens": fits, "gen_tokens": gen_tokens,
+                         "repeats": repeats, "bandwidth_mib": bandwidth_mib, "seed": seed},
+            "decode_step_bytes": step, "results": rows, "ratios": ratios(rows, fits),
+            "notes": notes}
+
+
+# -- printing --------------------------------------------------------------------------------
+def format_table(report: dict) -> str:
+    prompts = report["settings"]["prompt_tokens"]
+    head = ("engine", "threads", "load s", *(f"prefill@{n} tok/s" for n in prompts),
+            "decode tok/s", "TTFT ms", "peak RSS MiB", "bandwidth GB/s", "decode % ceiling")
+    cells = [head]
+    for r in report["results"]:
+        cells.append((r["engine"], str(r["threads"]), f"{r['load_s']:.3f}",
+                      *(f"{r['prefill_tok_s'][str(n)]:.1f}" for n in prompts),
+                      f"{r['decode_tok_s']:.1f}", f"{r['ttft_s'] * 1e3:.1f}",
+                      f"{r['peak_rss_mib']:.1f}", f"{r['bandwidth_gb_s']:.1f}",
+                      f"{100 * r['decode_of_ceiling']:.0f}%"))
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    lines = ["  ".join(c[i].rjust(widths[i]) if i else c[i].ljust(widths[i])
-                       for i in range(len(head))) for c in cells]
-    return "\n".join(lines) + "\n(peak RSS is the whole process's peak so far)"
+    return "\n".join("  ".join(c[i].rjust(widths[i]) if i else c[i].ljust(widths[i])
+                               for i in range(len(head))) for c in cells)
+
+
+def format_report(report: dict) -> str:
+    s, step = report["settings"], report["decode_step_bytes"]
+    first = s["prompt_tokens"][0]
+    old_plan = "" if step["weights_field"] == "decode_read_bytes" else \
+        " (all of them: this artefact's plan predates decode_read_bytes)"
+    lines = [f"artefact   {report['artefact']}",
+             f"reference  {report['reference'] or 'none'}",
+             f"prompts {', '.join(map(str, s['prompt_tokens']))} tokens; decode {s['gen_tokens']}"
+             f" tokens after the {first}-token prompt (TTFT on that prompt); {s['repeats']} "
+             f"repeat{'s' if s['repeats'] != 1 else ''} alternating engines, medians",
+             "load = engine construction in a fresh worker (both map the file; a warm-up pass "
+             "pages the weights in before anything is timed)",
+             f"ceiling = bandwidth / {step['total'] / 2**20:.1f} MiB read per decode step "
+             f"({step['weights'] / 2**20:.1f} MiB weights{old_plan}, "
+             f"{step['kv'] / 2**20:.2f} MiB KV at the mean decode position)",
+             "", format_table(report)]
+    if report["ratios"]:
+        lines.append("")
+    for q in report["ratios"]:
+        speeds = ", ".join(f"{k} x{v:.2f}" for k, v in q.items()
+                           if k.startswith("prefill@") or k == "decode")
+        lines.append(f"threads {q['threads']}: Ingot / llama.cpp: {speeds} | llama.cpp / Ingot "
+                     f"(lower is better for these): TTFT x{q['ttft']:.2f}, peak RSS "
+                     f"x{q['peak_rss']:.2f}, load x{q['load']:.2f} | above 1 favours Ingot")
+    return "\n".join(lines)
+
+
+def bench_from_args(args) -> int:
+    """`ingot bench` and tools/bench.py: the same flags, the same report."""
+    report = run_bench(args.model, gguf=args.gguf, reference=not args.no_reference,
+                       threads=args.threads, prompt_tokens=args.prompt_tokens,
+                       gen_tokens=args.gen_tokens, repeats=args.repeats,
+                       max_seq_len=args.max_seq_len, dtype=args.dtype,
+                       bandwidth_mib=args.bandwidth_mib)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0

@@ -54,18 +54,24 @@ class Model:
         self._decode = entry(self._lib, p["entry_points"]["decode"])
         self._weights = np.frombuffer(art.section("weights", check=False), np.uint8)
         scratch = p["scratch_bytes_per_thread"]
-        self._arena = _aligned(p["arena_bytes"] + self.threads * scratch + _SYNC_BYTES)
+        # Profile builds keep a cycle stamp per decode call after the barrier words.
+        self._profile_calls = p.get("profile_calls") or []
+        sync_bytes = _SYNC_BYTES + 8 * (len(self._profile_calls) + 1)
+        self._arena = _aligned(p["arena_bytes"] + self.threads * scratch + sync_bytes)
         self._kv = _aligned(max(p["state_bytes"], 64))
         a = self._arena.ctypes.data
         self._wb = self._weights.ctypes.data if self._weights.size else 0
         self._ab, self._kb = a, self._kv.ctypes.data
         sync = a + p["arena_bytes"] + self.threads * scratch
+        self._stamps = self._arena[sync - a + 64:sync - a + 64 + 8 * (len(self._profile_calls) + 1)] \
+            .view(np.int64)
         self._team = ThreadTeam(self.threads, a + p["arena_bytes"], scratch, sync)
         self._tokens = self._arena[p["tokens_offset"]:p["tokens_offset"] + 4 * self.chunk] \
             .view(np.int32)
         lo = p["logits_offset"]
         self._logits = self._arena[lo:lo + 4 * self.vocab_size].view(np.float32)
         self.pos = 0
+        self.profile_cycles = np.zeros(len(self._profile_calls), np.int64)
         self._tokenizer = None
         self._chat = None
         self.generation = self._generation_config()
@@ -128,6 +134,8 @@ class Model:
         self._tokens[0] = token_id
         self._team.run(self._decode, self._wb, self._ab, self._kb, 1, self.pos)
         self.pos += 1
+        if self._profile_calls:
+            self.profile_cycles += np.diff(self._stamps)
         return self._logits
 
     def prefill(self, token_ids) -> np.ndarray:

@@ -87,11 +87,11 @@ def test_inspect_json(artefacts, capsys):
 
 def test_bench_json(artefacts, capsys):
     args = ["bench", str(artefacts("llama")), "--threads", "1", "--prompt-tokens", "16",
-            "--gen-tokens", "8", "--repeats", "1", "--json"]
+            "--gen-tokens", "8", "--repeats", "1", "--bandwidth-mib", "64", "--json"]
     assert main(args) == 0
     (row,) = json.loads(capsys.readouterr().out)["results"]
-    assert row["threads"] == 1
-    for key in ("prefill_tok_s", "decode_tok_s", "ttft_s", "load_s", "peak_rss_mib"):
+    assert row["engine"] == "ingot" and row["threads"] == 1 and row["prefill_tok_s"]["16"] > 0
+    for key in ("decode_tok_s", "ttft_s", "load_s", "peak_rss_mib", "decode_of_ceiling"):
         assert row[key] > 0, key
 
 

@@ -104,8 +104,13 @@ def hf_gemma3_from_gguf(path):
 
 
 def test_matches_transformers_on_dequantized_weights(gemma, gemma_gguf):
-    """Same weights, exact arithmetic on both sides: the only differences are f32 summation
-    orders, so 1e-4 of the logit scale (measured: ~1.4e-6)."""
+    """Same weights; Ingot quantizes each matrix's input to 8 bits (as llama.cpp does) where
+    the reference multiplies in float32. Measured: 2.2e-2 .. 3.4e-2 of the logit scale. That is
+    the size of the activation codes themselves on this model: changing only the tie rule of
+    the codes' rounding moves the logits by 1.6e-2 .. 4.0e-2, so a reference that quantizes
+    its activations too gets no closer. Bound 6e-2, and the top token must agree; the exact
+    integer arithmetic is checked per kernel in test_q8_kernels, and greedy tokens against
+    llama.cpp below."""
     import torch
     model = hf_gemma3_from_gguf(gemma_gguf)
     for prompt in PROMPTS[:4]:
@@ -114,4 +119,5 @@ def test_matches_transformers_on_dequantized_weights(gemma, gemma_gguf):
             ref = model(torch.tensor([ids])).logits[0, -1].double().numpy()
         gemma.reset()
         got = gemma.prefill(ids)
-        assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
+        assert np.abs(got - ref).max() / np.abs(ref).max() < 6e-2
+        assert int(np.argmax(got)) == int(np.argmax(ref))

@@ -1,6 +1,7 @@
 """The CPU target: LLVM's view of the build host, and the CPU flags an artefact requires."""
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass
 
@@ -25,6 +26,13 @@ class CpuTarget:
     def describe(self) -> dict:
         return {"name": self.name, "triple": self.triple, "cpu": self.cpu,
                 "machine": self.machine, "required_flags": list(self.required_flags)}
+
+
+@functools.lru_cache(maxsize=None)
+def host_features() -> frozenset:
+    """The LLVM feature names the build host enables (what numba's code generation targets)."""
+    llvm.initialize_native_target()
+    return frozenset(k for k, v in llvm.get_host_cpu_features().items() if v)
 
 
 def host_target() -> CpuTarget:

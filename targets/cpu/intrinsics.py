@@ -79,6 +79,18 @@ def f32_from_bits(typingctx, bits):
 
 
 @intrinsic
+def exp2_int(typingctx, nf):
+    """2**nf for a float32 nf holding an integer in [-126, 127], built from the exponent bits in
+    32-bit lanes (so a loop around it vectorises without 64-bit conversions)."""
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        n = builder.fptosi(args[0], i32)
+        bits = builder.shl(builder.add(n, ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+    return types.float32(types.float32), codegen
+
+
+@intrinsic
 def atomic_add(typingctx, addr, value):
     def codegen(context, builder, sig, args):
         p = builder.inttoptr(args[0], ir.PointerType(_I64))
@@ -101,6 +113,24 @@ def atomic_store(typingctx, addr, value):
         builder.store_atomic(args[1], p, "seq_cst", 8)
         return context.get_dummy_value()
     return types.none(types.int64, types.int64), codegen
+
+
+@intrinsic
+def cycles(typingctx):
+    """The CPU's cycle counter (rdtsc on x86): for profile builds only."""
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+    return types.int64(), codegen
+
+
+@njit(error_model="numpy", _nrt=False)
+def stamp(sync, k, tid):
+    """Profile builds: thread 0 records the cycle counter in slot k after the k-th barrier."""
+    if tid == 0:
+        ptr = sync + 64 + 8 * k
+        atomic_store(ptr, cycles())
 
 
 sched_yield = types.ExternalFunction("sched_yield", types.int32())

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .intrinsics import bf16_to_f32, half_to_f32, ptr_f32, ptr_i32, ptr_u16
+from .intrinsics import bf16_to_f32, exp2_int, half_to_f32, ptr_f32, ptr_i32, ptr_u16
 
 FM = {"nnan", "ninf", "nsz", "arcp", "contract", "afn", "reassoc"}
 KW = dict(fastmath=FM, error_model="numpy", _nrt=False, cache=False)
@@ -264,39 +264,100 @@ def attention(q, qs, n, H, KV, D, kc, vc, pos, ring, scale, window, softcap, out
 
 
 @njit(inline="always", **KW)
-def act(x, kind):
-    if kind == 0:  # silu
-        return x / (np.float32(1.0) + math.exp(-x))
-    if kind == 1:  # gelu, tanh approximation
-        return np.float32(0.5) * x * (np.float32(1.0) + math.tanh(
-            np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)))
+def fast_exp(x):
+    """exp(x) for float32 in vector lanes: 2**n * p(r) with x = n ln2 + r, |r| <= ln2 / 2, p a
+    degree-6 Taylor polynomial (relative error < 2e-7 there); x clamped to [-87, 88]."""
+    x = min(max(x, np.float32(-87.0)), np.float32(88.0))
+    n = np.float32(np.rint(x * np.float32(1.4426950408889634)))
+    r = x - n * np.float32(0.693145751953125) - n * np.float32(1.428606765330187e-06)
+    p = np.float32(1.0 / 720)
+    p = p * r + np.float32(1.0 / 120)
+    p = p * r + np.float32(1.0 / 24)
+    p = p * r + np.float32(1.0 / 6)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p * exp2_int(n)
+
+
+@njit(inline="always", **KW)
+def silu(x):
+    return x / (np.float32(1.0) + fast_exp(-x))
+
+
+@njit(inline="always", **KW)
+def gelu_tanh(x):
+    # 0.5 x (1 + tanh(u)) = x * sigmoid(2u)
+    u = np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)
+    return x / (np.float32(1.0) + fast_exp(np.float32(-2.0) * u))
+
+
+@njit(inline="always", **KW)
+def gelu_erf(x):
     return np.float32(0.5) * x * (np.float32(1.0) + math.erf(x * np.float32(0.7071067811865476)))
 
 
 ACT_CODES = {"silu": 0, "gelu_tanh": 1, "gelu": 2}
 
 
+@njit(inline="always", **KW)
+def _share(n, cols, tid, nth):
+    """Rows lo..hi, columns c0..c1 of this thread: rows split across threads, or with fewer
+    rows than threads (decode) the columns."""
+    if n >= nth:
+        lo, hi = split(n, tid, nth)
+        return lo, hi, 0, cols
+    c0, c1 = split(cols, tid, nth)
+    return 0, n, c0, c1
+
+
+def _make_mul_act(fn):
+    @njit(inline="always", **KW)
+    def rows(A, as_, B, bs, Y, cols, lo, hi, c0, c1):
+        for t in range(lo, hi):
+            for j in range(c0, c1):
+                Y[t * cols + j] = fn(A[t * as_ + j]) * B[t * bs + j]
+    return rows
+
+
+def _make_act_rows(fn):
+    @njit(inline="always", **KW)
+    def rows(X, xs, Y, cols, lo, hi, c0, c1):
+        for t in range(lo, hi):
+            for j in range(c0, c1):
+                Y[t * cols + j] = fn(X[t * xs + j])
+    return rows
+
+
+_MUL_SILU, _MUL_GELU_TANH, _MUL_GELU = (_make_mul_act(f) for f in (silu, gelu_tanh, gelu_erf))
+_ACT_SILU, _ACT_GELU_TANH, _ACT_GELU = (_make_act_rows(f) for f in (silu, gelu_tanh, gelu_erf))
+
+
 @njit(**KW)
 def mul_act(a, as_, b, bs, n, cols, kind, y, tid, nth):
-    """y = act(a) * b, row by row; a and b may be column views of one fused matrix."""
-    lo, hi = split(n, tid, nth)
-    A = ptr_f32(a)
-    B = ptr_f32(b)
-    Y = ptr_f32(y)
-    for t in range(lo, hi):
-        for j in range(cols):
-            Y[t * cols + j] = act(A[t * as_ + j], kind) * B[t * bs + j]
+    """y = act(a) * b, row by row; a and b may be column views of one fused matrix. One loop
+    per activation, so each vectorises."""
+    lo, hi, c0, c1 = _share(n, cols, tid, nth)
+    A, B, Y = ptr_f32(a), ptr_f32(b), ptr_f32(y)
+    if kind == 0:
+        _MUL_SILU(A, as_, B, bs, Y, cols, lo, hi, c0, c1)
+    elif kind == 1:
+        _MUL_GELU_TANH(A, as_, B, bs, Y, cols, lo, hi, c0, c1)
+    else:
+        _MUL_GELU(A, as_, B, bs, Y, cols, lo, hi, c0, c1)
 
 
 @njit(**KW)
 def act_rows(x, xs, n, cols, kind, y, tid, nth):
     """y = act(x): the activation of a plain (ungated) MLP."""
-    lo, hi = split(n, tid, nth)
-    X = ptr_f32(x)
-    Y = ptr_f32(y)
-    for t in range(lo, hi):
-        for j in range(cols):
-            Y[t * cols + j] = act(X[t * xs + j], kind)
+    lo, hi, c0, c1 = _share(n, cols, tid, nth)
+    X, Y = ptr_f32(x), ptr_f32(y)
+    if kind == 0:
+        _ACT_SILU(X, xs, Y, cols, lo, hi, c0, c1)
+    elif kind == 1:
+        _ACT_GELU_TANH(X, xs, Y, cols, lo, hi, c0, c1)
+    else:
+        _ACT_GELU(X, xs, Y, cols, lo, hi, c0, c1)
 
 
 @njit(**KW)

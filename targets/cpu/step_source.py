@@ -135,14 +135,17 @@ def kernel_globals() -> dict:
     g = {f"EMBED_{k}": v for k, v in K.EMBED.items()}
     g.update({f"LINEAR_{k}": v for k, v in K.LINEAR.items()})
     from .quant_embed import QUANT_EMBED
+    from .q8_kernels import Q8_LINEAR
     from .quant_kernels import QUANT_LINEAR
-    g.update({f"LINEAR_{k}": v for k, v in QUANT_LINEAR.items()})
+    # Integer dot products with 8-bit activations where the type has them; float otherwise.
+    g.update({f"LINEAR_{k}": v for k, v in {**QUANT_LINEAR, **Q8_LINEAR}.items()})
     g.update({f"EMBED_{k}": v for k, v in QUANT_EMBED.items()})
     g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, layernorm=K.layernorm,
              act_rows=K.act_rows, rope=K.rope, kv_store=K.kv_store,
              attention=K.attention, mul_act=K.mul_act, add=K.add, scale=K.scale)
-    from .intrinsics import barrier
+    from .intrinsics import barrier, stamp
     g["barrier"] = barrier
+    g["stamp"] = stamp
     return g
 
 
@@ -150,7 +153,33 @@ PART_CALLS = 24  # kernel calls per part: numba's typing grows faster than linea
 # function length, so the step is a short chain of parts rather than one long body.
 
 
-def render_step(graph, plan, weight_offsets, state_offsets, name: str, fixed_n=None) -> str:
+def call_labels(graph) -> list:
+    """What each kernel call of a step computes, for profile builds: the op, and for matrices
+    their type and shape."""
+    labels = []
+    for node in graph.nodes:
+        label = node.op.value
+        if node.op is Op.LINEAR:
+            w = node.weights["w"]
+            label = f"linear {w.dtype} {w.shape[0]}x{w.shape[1]}"
+        labels += [label] * len(RENDERERS[node.op](_NoAddresses(), node))
+    return labels
+
+
+class _NoAddresses(Ctx):
+    """A renderer context that only counts calls."""
+    def __init__(self):
+        pass
+
+    def addr(self, t):
+        return "0"
+
+    def w(self, w):
+        return "0"
+
+
+def render_step(graph, plan, weight_offsets, state_offsets, name: str, fixed_n=None,
+                profile=False) -> str:
     """Source of the step's parts `def {name}_partK(wb, ab, kb, sb, n, pos, tid, nth, sync)`,
     which the build compiles separately and calls in order from one native entry. With
     `fixed_n` the token count is a constant so LLVM specialises the kernels (decode: n = 1)."""
@@ -162,8 +191,12 @@ def render_step(graph, plan, weight_offsets, state_offsets, name: str, fixed_n=N
         out.append(f"def {name}_part{k // PART_CALLS}({args}):")
         if fixed_n is not None:
             out.append(f"    n = {int(fixed_n)}")
-        for call in calls[k:k + PART_CALLS]:
+        if profile and k == 0:
+            out.append("    stamp(sync, 0, tid)")
+        for i, call in enumerate(calls[k:k + PART_CALLS]):
             out.append(f"    {call}")
             out.append("    barrier(sync, nth)")
+            if profile:  # slot j + 1: the cycle counter once call j (and its barrier) is done
+                out.append(f"    stamp(sync, {k + i + 1}, tid)")
         out.append("    return 0\n")
     return "\n".join(out) + "\n"

@@ -1,0 +1,242 @@
+"""Vector values for numba kernels: 32 bytes, 8 int32 and 8 float32 lanes as LLVM vectors.
+
+numba has no vector types, and its integers are int64, so byte-level unpacking and int8 dot
+products do not vectorise from scalar code. These types and intrinsics let a kernel say what
+it means once (load 32 bytes, mask nibbles, dot with 32 int8 activations, scale into a float
+accumulator); each intrinsic emits portable LLVM vector IR, except the int8 dot, which uses the
+target's byte multiply-add where it has one (AVX2 `vpmaddubsw`) and plain widening multiplies
+elsewhere. A kernel's values never leave registers: the types are LLVM first-class vectors.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.datamodel import models
+from numba.extending import intrinsic, register_model
+
+from .host import host_features
+
+_I8, _I16, _I32, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
+_B32 = ir.VectorType(_I8, 32)
+_I32X8 = ir.VectorType(_I32, 8)
+_F32X8 = ir.VectorType(_F32, 8)
+
+
+class _Vec(types.Type):
+    def __init__(self, name, lltype):
+        self.lltype = lltype
+        super().__init__(name=name)
+
+
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, fe_type.lltype)
+
+
+B32 = _Vec("b32", _B32)        # 32 bytes; signed or unsigned as the op that reads them says
+I32X8 = _Vec("i32x8", _I32X8)  # int32 partial dot products
+F32X8 = _Vec("f32x8", _F32X8)  # float accumulators
+for _t in (B32, I32X8, F32X8):
+    register_model(type(_t))(_VecModel)
+
+
+def _splat(builder, value, vtype):
+    undef = ir.Constant(vtype, ir.Undefined)
+    one = builder.insert_element(undef, value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, vtype.count),
+                                                          [0] * vtype.count))
+
+
+def _bytes_const(v):
+    return ir.Constant(_B32, [v & 0xFF] * 32)
+
+
+def _ptr(builder, addr, vtype):
+    return builder.inttoptr(addr, ir.PointerType(vtype))
+
+
+def _load(builder, addr, vtype):
+    ld = builder.load(_ptr(builder, addr, vtype))
+    ld.align = 1
+    return ld
+
+
+# --- bytes ---
+
+@intrinsic
+def b32_load(typingctx, addr):
+    """32 bytes from any address."""
+    def codegen(context, builder, sig, args):
+        return _load(builder, args[0], _B32)
+    return B32(types.int64), codegen
+
+
+@intrinsic
+def b32_nibbles16(typingctx, addr):
+    """The 32 nibbles of 16 bytes: low nibbles first, then high nibbles (q4_0's value order)."""
+    def codegen(context, builder, sig, args):
+        v = _load(builder, args[0], ir.VectorType(_I8, 16))
+        both = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 32),
+                                                        list(range(16)) * 2))
+        lo = builder.and_(both, _bytes_const(15))
+        hi = builder.lshr(both, _bytes_const(4))
+        mask = ir.Constant(ir.VectorType(_I32, 32), list(range(16)) + list(range(48, 64)))
+        return builder.shuffle_vector(lo, hi, mask)
+    return B32(types.int64), codegen
+
+
+@intrinsic
+def b32_bits(typingctx, addr):
+    """Bit j of the little-endian uint32 at addr as byte j (0 or 1): q5's fifth bits. Each
+    output byte takes the input byte holding its bit (a byte shuffle), masks its bit and
+    compares: three vector instructions where a <32 x i1> bitcast goes bit by bit."""
+    def codegen(context, builder, sig, args):
+        src = _load(builder, args[0], ir.VectorType(_I8, 4))
+        spread = builder.shuffle_vector(src, src, ir.Constant(ir.VectorType(_I32, 32),
+                                                              [j // 8 for j in range(32)]))
+        bit = ir.Constant(_B32, [1 << (j % 8) for j in range(32)])
+        hit = builder.icmp_unsigned("!=", builder.and_(spread, bit), _bytes_const(0))
+        return builder.zext(hit, _B32)
+    return B32(types.int64), codegen
+
+
+def _b32_binop(name):
+    @intrinsic
+    def op(typingctx, a, b):
+        if a != B32 or b != B32:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, name)(args[0], args[1])
+        return B32(B32, B32), codegen
+    return op
+
+
+b32_or = _b32_binop("or_")
+b32_add = _b32_binop("add")
+
+
+def _b32_imm(name):
+    @intrinsic
+    def op(typingctx, a, k):
+        """Per byte, with the same k in every lane; k is an integer that is constant once the
+        caller is inlined and its loops unrolled (LLVM then folds it into the instruction)."""
+        if a != B32 or not isinstance(k, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            kb = builder.trunc(args[1], _I8)
+            return getattr(builder, name)(args[0], _splat(builder, kb, _B32))
+        return B32(B32, k), codegen
+    return op
+
+
+b32_and = _b32_imm("and_")    # a & k
+b32_shr = _b32_imm("lshr")    # a >> k (logical, per byte)
+b32_shl = _b32_imm("shl")     # a << k (per byte)
+
+
+# --- int8 dot products: 32 bytes of weights against 32 int8 activations at an address ---
+
+def _avx2(name, ret, *argtys):
+    def emit(builder, *args):
+        mod = builder.module
+        fn = cgutils.get_or_insert_function(mod, ir.FunctionType(ret, argtys), name)
+        return builder.call(fn, args)
+    return emit
+
+
+_maddubs = _avx2("llvm.x86.avx2.pmadd.ub.sw", ir.VectorType(_I16, 16), _B32, _B32)
+_madd = _avx2("llvm.x86.avx2.pmadd.wd", _I32X8, ir.VectorType(_I16, 16), ir.VectorType(_I16, 16))
+_sign = _avx2("llvm.x86.avx2.psign.b", _B32, _B32, _B32)
+
+
+def _pairs_to_i32x8(builder, prod16):
+    """<32 x i16> products -> <8 x i32>: lane m sums products 4m..4m+3."""
+    wide = builder.sext(prod16, ir.VectorType(_I32, 32))
+    parts = []
+    for q in range(4):
+        idx = ir.Constant(ir.VectorType(_I32, 8), [4 * m + q for m in range(8)])
+        parts.append(builder.shuffle_vector(wide, wide, idx))
+    return builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
+
+
+def _use_avx2():
+    return "avx2" in host_features()
+
+
+def _dot(signed_weights):
+    def codegen(context, builder, sig, args):
+        w, xaddr = args
+        x = _load(builder, xaddr, _B32)
+        if _use_avx2():
+            if signed_weights:  # |w| * (x with w's sign): vpmaddubsw wants unsigned * signed
+                x = _sign(builder, x, w)
+                w = _sign(builder, w, w)
+            ones = ir.Constant(ir.VectorType(_I16, 16), [1] * 16)
+            return _madd(builder, _maddubs(builder, w, x), ones)
+        v16 = ir.VectorType(_I16, 32)
+        wide_w = builder.sext(w, v16) if signed_weights else builder.zext(w, v16)
+        return _pairs_to_i32x8(builder, builder.mul(wide_w, builder.sext(x, v16)))
+    return codegen
+
+
+@intrinsic
+def dot_u8(typingctx, w, xaddr):
+    """Unsigned weight bytes (each < 128) . int8 activations: lane m sums bytes 4m..4m+3.
+    The byte products pair up in int16 without saturating while weights stay below 128 and
+    activations within +-127."""
+    if w != B32:
+        return None
+    return I32X8(B32, types.int64), _dot(False)
+
+
+@intrinsic
+def dot_i8(typingctx, w, xaddr):
+    """Signed weight bytes . int8 activations (activations within +-127), lanes as dot_u8."""
+    if w != B32:
+        return None
+    return I32X8(B32, types.int64), _dot(True)
+
+
+# --- float accumulators ---
+
+@intrinsic
+def f8_zero(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_F32X8, [0.0] * 8)
+    return F32X8(), codegen
+
+
+@intrinsic
+def f8_fma(typingctx, acc, dots, s0, s1):
+    """acc + dots * scale, scale s0 on lanes 0..3 (bytes 0..15) and s1 on lanes 4..7."""
+    if acc != F32X8 or dots != I32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc, dots, a, b = args
+        a = context.cast(builder, a, sig.args[2], types.float32)
+        b = context.cast(builder, b, sig.args[3], types.float32)
+        undef = ir.Constant(_F32X8, ir.Undefined)
+        scale = undef
+        for lane in range(8):
+            scale = builder.insert_element(scale, a if lane < 4 else b, ir.Constant(_I32, lane))
+        prod = builder.fmul(builder.sitofp(dots, _F32X8), scale, flags=("fast",))
+        return builder.fadd(acc, prod, flags=("fast",))
+    return F32X8(F32X8, I32X8, s0, s1), codegen
+
+
+@intrinsic
+def f8_sum(typingctx, acc):
+    """The sum of the 8 lanes."""
+    if acc != F32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        mod = builder.module
+        fn = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(_F32, [_F32, _F32X8]), "llvm.vector.reduce.fadd.v8f32")
+        return builder.call(fn, [ir.Constant(_F32, 0.0), args[0]], fastmath=("fast",))
+    return types.float32(F32X8), codegen

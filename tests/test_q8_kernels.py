@@ -1,0 +1,86 @@
+"""Integer-dot linear kernels (8-bit activations) against the gguf package's dequantizers.
+
+Two checks per type:
+- exact arithmetic: the reference quantizes x as the kernel does (blocks of 32, dx = amax/127,
+  codes rint(x/dx)) and multiplies the dequantized codes with gguf's dequantized weights in
+  float64; the only difference left is float32 summation order, so the bound is 1e-4 of the
+  sum of the products' sizes (as for the float kernels);
+- the stated bound against unquantized x: each code is off by at most half a step, so
+  |error| <= sum over 32-blocks of dx/2 * sum |w| over the block (plus the summation term).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ingot.targets.cpu.q8_kernels import Q8_BLOCK_TYPES, Q8_LINEAR, q8_row_bytes
+from test_quant_kernels import random_rows
+
+GUARD = 256  # bytes / floats past every buffer that must stay untouched
+
+
+def quantize_like_kernel(x):
+    """(dequantized codes, dx per 32-block) of float32 rows, as q8_kernels.quantize_row."""
+    n, k = x.shape
+    b = x.reshape(n, k // 32, 32).astype(np.float32)
+    amax = np.abs(b).max(axis=2, keepdims=True)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.rint(b * inv)
+    d = (amax / np.float32(127)).astype(np.float32)
+    return (q.astype(np.float64) * d).reshape(n, k), d.reshape(n, k // 32).astype(np.float64)
+
+
+def _run(kernel, raw, N, K, x, xs, n, bias, nth):
+    y = np.full(n * N + GUARD, np.nan, np.float32)
+    used = n * q8_row_bytes(K)
+    scratch = np.full(used + GUARD, 7, np.uint8)
+    b = bias.ctypes.data if bias is not None else 0
+    for tid in range(nth):
+        kernel(x.ctypes.data, xs, n, K, raw.ctypes.data, N, b, y.ctypes.data,
+               scratch.ctypes.data, tid, nth)
+    assert np.isnan(y[n * N:]).all(), "wrote past y"
+    assert (scratch[used:] == 7).all(), "wrote past scratch"
+    return y[:n * N].reshape(n, N)
+
+
+@pytest.mark.parametrize("name", sorted(Q8_LINEAR))
+def test_q8_linear_matches_gguf(name):
+    kernel = Q8_LINEAR[name]
+    bs = Q8_BLOCK_TYPES[name][1]
+    rng = np.random.default_rng(100 + sorted(Q8_LINEAR).index(name))
+    for N in (1, 7, 37):
+        for nblocks in (1, 3):
+            K = nblocks * bs
+            raw, deq = random_rows(name, N, K, rng)
+            w64 = deq.astype(np.float64)
+            for n, pad in ((1, 0), (5, 3)):
+                xs = K + pad
+                x = np.full((n, xs), np.nan, np.float32)  # columns past K must not be read
+                x[:, :K] = rng.standard_normal((n, K)) * rng.uniform(0.1, 10, (n, 1))
+                x[0, :min(K, 32)] = 0.0  # an all-zero block: dx = 0
+                xq, dx = quantize_like_kernel(x[:, :K])
+                x64 = x[:, :K].astype(np.float64)
+                for with_bias in (False, True):
+                    bias = rng.standard_normal(N).astype(np.float32) if with_bias else None
+                    b64 = bias.astype(np.float64) if with_bias else np.zeros(N)
+                    exact = xq @ w64.T + b64
+                    tol = 1e-4 * (np.abs(xq) @ np.abs(w64).T + np.abs(b64)) + 1e-30
+                    # Half a code step per activation, weighted by the block's |w|.
+                    wabs = np.abs(w64).reshape(N, K // 32, 32).sum(axis=2)  # [N, blocks]
+                    bound = (dx / 2) @ wabs.T + tol
+                    for nth in (1, 3):
+                        got = _run(kernel, raw, N, K, x, xs, n, bias, nth)
+                        err = np.abs(got - exact)
+                        assert (err <= tol).all(), (
+                            f"{name} N={N} K={K} n={n} bias={with_bias} nth={nth}: max err "
+                            f"{err.max():.3g}, worst ratio {(err / tol).max():.3g}")
+                        assert (np.abs(got - (x64 @ w64.T + b64)) <= bound).all()
+
+
+def test_q8_types_cover_the_integer_formats():
+    from ingot.targets.cpu.quant_kernels import BLOCK_TYPES
+    # iq4_nl and mxfp4 (codebook values) keep the float kernels.
+    assert set(Q8_BLOCK_TYPES) == set(BLOCK_TYPES) - {"iq4_nl", "mxfp4"}
+    for name, (_, bs, bb) in Q8_BLOCK_TYPES.items():
+        assert BLOCK_TYPES[name][1:] == (bs, bb)
