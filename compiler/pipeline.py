@@ -178,10 +178,17 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     # chunk of activations quantized to 8 bits for the integer-dot kernels (block types).
     q8_k = max((w.shape[1] for w in linears if w.dtype not in FLOAT_TYPES), default=0)
     q8_rows = chunk * (q8_k + q8_k // 32 * 4 + q8_k // 16 * 4)
-    scratch = (max(max_seq * 4, max_k * 4, q8_rows) + 63) // 64 * 64
+    # Attention keeps the scores of up to ATTN_MAX_GROUP heads that share a kv head.
+    from ..targets.cpu.kernels import ATTN_MAX_GROUP, ATTN_MAX_HEAD_DIM
+    attn = [n.attrs for n in graph.nodes if n.op is Op.ATTENTION]
+    if any(a["head_dim"] > ATTN_MAX_HEAD_DIM for a in attn):
+        raise IngotError(f"head_dim {max(a['head_dim'] for a in attn)} is over the CPU "
+                         f"attention kernel's {ATTN_MAX_HEAD_DIM}")
+    heads = max((min(a["n_heads"] // a["n_kv_heads"], ATTN_MAX_GROUP) for a in attn), default=1)
+    scratch = (max(heads * max_seq * 4, max_k * 4, q8_rows) + 63) // 64 * 64
     phase("native code")
 
-    sources = {"prefill": render_step(graph, plan, w_off, s_off, "prefill"),
+    sources = {"prefill": render_step(graph, plan, w_off, s_off, "prefill", profile=profile),
                "decode": render_step(graph, plan, w_off, s_off, "decode", fixed_n=1,
                                      profile=profile)}
     code = build_library(sources, tgt, workdir=output.parent if output.parent.exists() else None)
@@ -209,7 +216,7 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
                 if any(n.op is op for n in graph.nodes)},
         "bos_token_id": spec.bos_token_id, "eos_token_ids": spec.eos_token_ids,
         "entry_points": {"prefill": "ingot_prefill", "decode": "ingot_decode"},
-        # Profile builds: the decode step stamps the cycle counter after each of these calls.
+        # Profile builds: each step stamps the cycle counter after each of these calls.
         **({"profile_calls": call_labels(graph)} if profile else {}),
         # What a later compile needs to reuse these weights as they are (--from-uqff).
         "spec": spec_to_json(spec),

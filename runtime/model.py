@@ -71,7 +71,9 @@ class Model:
         lo = p["logits_offset"]
         self._logits = self._arena[lo:lo + 4 * self.vocab_size].view(np.float32)
         self.pos = 0
+        # Profile builds: cycles per kernel call (thread 0, barrier included), summed over steps.
         self.profile_cycles = np.zeros(len(self._profile_calls), np.int64)
+        self.profile_prefill_cycles = np.zeros(len(self._profile_calls), np.int64)
         self._tokenizer = None
         self._chat = None
         self.generation = self._generation_config()
@@ -126,6 +128,8 @@ class Model:
             self._tokens[:part.size] = part
             self._team.run(self._prefill, self._wb, self._ab, self._kb, part.size, self.pos)
             self.pos += part.size
+            if self._profile_calls:
+                self.profile_prefill_cycles += np.diff(self._stamps)
         return self._logits
 
     def decode_view(self, token_id: int) -> np.ndarray:

