@@ -152,6 +152,11 @@ def _tokenizer(w, src) -> None:
         raise IngotError("the tokenizer's ids are not contiguous from 0")
     types = [(3 if added[i].get("special") else 4) if i in added else 1
              for i in range(len(tokens))]
+    # Models whose embedding has more rows than the tokenizer has tokens (Qwen's 151936 rows for
+    # 151665 tokens): llama.cpp wants one token per row, so the rest are unused "[PADi]".
+    pad = range(len(tokens), src.spec.vocab_size)
+    tokens += [f"[PAD{i}]" for i in pad]
+    types += [5] * len(pad)  # gguf TokenType.UNUSED
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(_pre_name(spec.get("pre_tokenizer")))
     w.add_token_list(tokens)

@@ -5,6 +5,8 @@ pairing, which reorders sums inside a head); with --isq the quantized blocks are
 byte those a compile with the same --isq makes, so the logits are identical."""
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -26,6 +28,8 @@ def test_convert_round_trip(name, model_dirs, artefacts, tmp_path):
     reader = gguf.GGUFReader(out)  # the gguf package reads what Ingot wrote
     names = {t.name for t in reader.tensors}
     assert "token_embd.weight" in names and f"blk.{hf.config.num_hidden_layers - 1}.ffn_down.weight" in names
+    # One token per embedding row, as llama.cpp requires.
+    assert len(reader.fields["tokenizer.ggml.tokens"].data) == hf.config.vocab_size
     g = ingot.compile(out, tmp_path / f"{name}.ingot", max_seq_len=128)
     ids, steps = prompt(13, hf.config.vocab_size, 7), prompt(6, hf.config.vocab_size, 8)
     for a, b in zip(_logits(g, ids, steps), _logits(artefacts(name), ids, steps)):
@@ -56,3 +60,22 @@ def test_convert_refuses_a_family_without_gguf(model_dirs, tmp_path):
     folder, _ = model_dirs("glm4")
     assert cli_in_process("convert", "-m", folder, "-o", tmp_path / "x.gguf") == 1
     assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
+
+
+def test_convert_pads_the_vocabulary_to_the_embedding(tmp_path):
+    """An embedding with more rows than the tokenizer has tokens (as Qwen's): the GGUF lists
+    one token per row, the rest as unused "[PADi]", so llama.cpp accepts it; Ingot reads it."""
+    import gguf
+    from tiny_models import build_model, make_tokenizer, save_model
+    folder = save_model(build_model("qwen3", vocab_size=320), tmp_path / "qwen3")
+    make_tokenizer(300).save(str(folder / "tokenizer.json"))
+    out = tmp_path / "padded.gguf"
+    assert cli_in_process("convert", "-m", folder, "-o", out) == 0
+    tokens = gguf.GGUFReader(out).fields["tokenizer.ggml.tokens"]
+    names = [bytes(tokens.parts[i]).decode() for i in tokens.data]
+    assert len(names) == 320 and names[300:] == [f"[PAD{i}]" for i in range(300, 320)]
+    m = ingot.load(ingot.compile(out, tmp_path / "p.ingot", max_seq_len=32), threads=1)
+    try:
+        assert m.prefill(m.tokenizer.encode("Ingot pads")).shape == (320,)
+    finally:
+        m.close()
