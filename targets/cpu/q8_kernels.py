@@ -3,9 +3,9 @@
 Each call first quantizes its input rows into the thread's scratch, 32 values at a time (as
 llama.cpp's Q8 activations): int8 codes, the block's float scale dx, and dx * (sum of codes)
 for each half of 16 — the term that a weight's offset or minimum multiplies. A weight row is
-then read once per token as its raw codes: 32 codes become one byte vector (`simd`), are
-multiplied with 32 activation codes into int32 lanes, and are scaled (weight scale times dx)
-into a float vector accumulator; offsets and minima come in through the half sums. Nothing is
+then read as its raw codes (once per token at decode, once per four tokens in prefill): 32
+codes become one byte vector (`simd`), are multiplied with 32 activation codes into int32
+lanes, and are scaled (weight scale times dx) into a float vector accumulator; offsets and minima come in through the half sums. Nothing is
 widened to float per value, so a decode step streams the bytes of its weights and little else.
 
 Each block type is described once, as the pieces its block is made of: `pieces_<type>(sink)`
@@ -37,12 +37,6 @@ F4, F8, F16, F32, F127 = (np.float32(v) for v in (4, 8, 16, 32, 127))
 def q8_row_bytes(k):
     """Scratch bytes for one quantized activation row of k values (k a multiple of 32)."""
     return k + k // 32 * 4 + k // 16 * 4
-
-
-@njit(**IL)
-def xq(X, j):
-    """Address of activation codes j.. of a quantized row at X."""
-    return X + j
 
 
 @njit(**IL)
