@@ -9,8 +9,7 @@ from __future__ import annotations
 # one tipped code moves the tiny random models' logits by up to ~1e-2 (measured by changing
 # only the reference's tie rule), hence 3e-2 of the logit scale.
 EXACT_Q8_BOUND = 3e-2
-# Weight types the kernels multiply as floats (ingot.compiler.pipeline.FLOAT_TYPES).
-FLOAT_TYPES = ("f32", "f16", "bf16", "iq4_nl", "mxfp4")
+from ingot.compiler.pipeline import FLOAT_TYPES  # noqa: F401  (types multiplied as floats)
 
 
 def quantize_blocks(x):
