@@ -4,12 +4,13 @@ dx = amax / 127, codes rint(x / dx), in float32. With the weights also holding w
 stores, the reference then does the artefact's arithmetic up to summation order."""
 from __future__ import annotations
 
+from ingot.compiler.pipeline import FLOAT_TYPES  # noqa: F401  (types multiplied as floats)
+
 # Against a reference doing the artefact's arithmetic (its weights and 8-bit activations),
 # what is left is f32 summation order and the activation codes it tips over a rounding edge:
 # one tipped code moves the tiny random models' logits by up to ~1e-2 (measured by changing
 # only the reference's tie rule), hence 3e-2 of the logit scale.
 EXACT_Q8_BOUND = 3e-2
-from ingot.compiler.pipeline import FLOAT_TYPES  # noqa: F401  (types multiplied as floats)
 
 
 def quantize_blocks(x):
