@@ -21,7 +21,9 @@ from ..quant.policy import Policy, load_policy, parse_isq
 from ..runtime.artefact import PAGE, ArtefactWriter
 from .check import outputs_match
 from .ir import Op
+from .batch import batch_graph
 from .memplan import plan_memory
+from .units import assign_units, layout_weights, node_units
 from .passes import run_passes
 from .source import ModelSource, open_source
 from .trace import trace
@@ -40,11 +42,30 @@ def _dtype(requested):
     return _DTYPE_NAMES[str(requested).lower()]
 
 
+_CODE_DIGEST: list = []
+
+
+def code_digest() -> bytes:
+    """A hash of the compiler's own source (compiler, targets, arch, quant): an artefact cached
+    by another build of Ingot with the same version number is not reused."""
+    if not _CODE_DIGEST:
+        h = hashlib.blake2b(digest_size=16)
+        root = pathlib.Path(__file__).resolve().parent.parent
+        for pkg in ("compiler", "targets", "arch", "quant"):
+            for f in sorted((root / pkg).rglob("*.py")):
+                h.update(f.relative_to(root).as_posix().encode())
+                h.update(f.read_bytes())
+        _CODE_DIGEST.append(h.digest())
+    return _CODE_DIGEST[0]
+
+
 def content_key(src: ModelSource, **opts) -> str:
-    """A hash of everything that determines the artefact: file contents and options."""
+    """A hash of everything that determines the artefact: file contents, options and the
+    compiler's code."""
     h = hashlib.blake2b(digest_size=16)
     h.update(repr(sorted(opts.items())).encode())
     h.update(__version__.encode())
+    h.update(code_digest())
     for p in src.hashed_files:
         h.update(p.name.encode())
         with open(p, "rb") as f:
@@ -117,7 +138,7 @@ FLOAT_TYPES = ("f32", "f16", "bf16", "iq4_nl", "mxfp4")
 def compile_model(model, output=None, *, dtype=None, isq=None, target="host", max_seq_len=4096,
                   prefill_chunk=128, verify_passes=False, progress=False, format=None,
                   file=None, tokenizer=None, quant_policy=None, chat_template=None,
-                  profile=False, **opts):
+                  profile=False, max_batch=1, max_memory=None, **opts):
     if opts:
         raise IngotError(f"unknown compile option(s): {', '.join(sorted(opts))}")
     from ..targets.cpu.host import resolve_target
@@ -140,11 +161,19 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     if max_seq < 1:
         raise IngotError("--max-seq-len must be at least 1")
     chunk = max(1, min(int(prefill_chunk), max_seq))
+    max_batch = int(max_batch)
+    if max_memory is not None:
+        from ..runtime.model import parse_bytes
+        max_memory = parse_bytes(max_memory)
+    if not 1 <= max_batch <= chunk:
+        raise IngotError(f"--max-batch must be between 1 and the prefill chunk ({chunk})")
     tgt = resolve_target(target)
     if output is None:
         key = content_key(src, dtype=dt, isq=isq_type, policy=sorted(table.items()),
                           max_seq=max_seq, chunk=chunk, target=tgt.describe(),
-                          template=template, **({"profile": True} if profile else {}))
+                          template=template, **({"profile": True} if profile else {}),
+                          **({"max_batch": max_batch} if max_batch > 1 else {}),
+                          **({"max_memory": max_memory} if max_memory else {}))
         output = default_cache_dir() / f"{src.name}-{key}.ingot"
         if output.exists():
             return output
@@ -170,8 +199,12 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     plan = plan_memory(graph, chunk)
 
     weights = graph.weights()
-    w_off, w_size = _layout(weights, weight_nbytes, WEIGHT_ALIGN)
+    # Each layer and the head are page-aligned runs, so that they can be streamed (--max-memory).
+    unit_order, owner = assign_units(graph)
+    w_off, w_size, runs = layout_weights(weights, owner, unit_order, weight_nbytes,
+                                         WEIGHT_ALIGN)
     s_off, s_size = _layout(graph.states, lambda s: s.rows * s.cols * 4, 64)
+    s_size = (s_size + 63) // 64 * 64  # sequence slots stay aligned
     linears = [n.weights["w"] for n in graph.nodes if n.op is Op.LINEAR]
     max_k = max((w.shape[1] for w in linears), default=0)
     # Per thread: attention scores (max_seq floats), a widened weight row (max_k floats), or a
@@ -188,9 +221,36 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     scratch = (max(heads * max_seq * 4, max_k * 4, q8_rows) + 63) // 64 * 64
     phase("native code")
 
-    sources = {"prefill": render_step(graph, plan, w_off, s_off, "prefill", profile=profile),
+    entries = {"prefill": "ingot_prefill", "decode": "ingot_decode"}
+    arena = plan.arena_size
+    bgraph = bplan = None
+    if max_batch > 1:
+        # Several sequences, one token each: every row gets logits; the arena holds both plans
+        # (they never run at the same time).
+        bgraph = batch_graph(graph)
+        bplan = plan_memory(bgraph, max_batch)
+        arena = max(arena, bplan.arena_size)
+    # The offload control words (one per unit: 1 resident, 0 streamed) follow the activations.
+    ctl = (arena + 63) // 64 * 64
+    arena = ctl + (8 * len(runs) + 63) // 64 * 64
+    unit_runs = {u: (k, off, nb) for k, (u, off, nb) in enumerate(runs)}
+
+    def units_for(g):
+        return {"runs": unit_runs, "order": [u for u, _, _ in runs], "ctl": ctl,
+                "node_units": node_units(g)}
+    sources = {"prefill": render_step(graph, plan, w_off, s_off, "prefill", profile=profile,
+                                      units=units_for(graph)),
                "decode": render_step(graph, plan, w_off, s_off, "decode", fixed_n=1,
-                                     profile=profile)}
+                                     profile=profile, units=units_for(graph))}
+    batch = {}
+    if bgraph is not None:
+        sources["batch"] = render_step(bgraph, bplan, w_off, s_off, "batch", profile=profile,
+                                       batch=(max_batch, s_size // 4), units=units_for(bgraph))
+        entries["batch"] = "ingot_batch"
+        bl = bgraph.outputs["logits"]
+        batch = {"batch_tokens_offset": bplan.offset(bgraph.inputs["tokens"]),
+                 "batch_logits_offset": bplan.offset(bl) + 4 * bl.col_offset,
+                 "batch_arena_bytes": bplan.arena_size}
     code = build_library(sources, tgt, workdir=output.parent if output.parent.exists() else None)
     phase("write")
 
@@ -200,22 +260,28 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         "dtype": dt or "mixed", "weight_types": _type_counts(weights), "isq": isq_type,
         "vocab_size": spec.vocab_size, "hidden": spec.hidden, "n_layers": spec.n_layers,
         "n_heads": spec.n_heads, "n_kv_heads": spec.n_kv_heads, "head_dim": spec.head_dim,
-        "max_seq_len": max_seq, "prefill_chunk": chunk,
-        "arena_bytes": plan.arena_size, "arena_naive_bytes": plan.naive_size,
+        "max_seq_len": max_seq, "prefill_chunk": chunk, "max_batch": max_batch, **batch,
+        "arena_bytes": arena, "arena_naive_bytes": plan.naive_size,
         "scratch_bytes_per_thread": scratch, "state_bytes": s_size, "weights_bytes": w_size,
         "tokens_offset": plan.offset(graph.inputs["tokens"]),
         "logits_offset": plan.offset(logits) + 4 * logits.col_offset,
         "layer_weight_bytes": _per_layer_bytes(weights),
+        # Offload units (page-aligned runs of the weights section) and their control words.
+        "units": [{"name": u, "offset": off, "bytes": nb} for u, off, nb in runs],
+        "units_ctl_offset": ctl,
+        "max_memory_hint": max_memory,  # the load-time budget when none is given
         "decode_read_bytes": _decode_read_bytes(graph, weights),
         # Full-context layers grow by this per token; sliding-window layers hold a fixed ring.
         "kv_bytes_per_token": sum(s.cols * 4 for s in graph.states if s.rows == max_seq),
         "kv_ring_layers": sum(1 for n in graph.nodes
                               if n.op is Op.ATTENTION and n.attrs["ring"] < max_seq),
+        "kv_rings": sorted({(n.attrs["ring"], n.attrs["window"]) for n in graph.nodes
+                            if n.op is Op.ATTENTION and n.attrs["ring"] < max_seq}),
         "nodes": len(graph.nodes), "passes": graph.meta.get("passes", []),
         "ops": {op.value: sum(1 for n in graph.nodes if n.op is op) for op in Op
                 if any(n.op is op for n in graph.nodes)},
         "bos_token_id": spec.bos_token_id, "eos_token_ids": spec.eos_token_ids,
-        "entry_points": {"prefill": "ingot_prefill", "decode": "ingot_decode"},
+        "entry_points": entries,
         # Profile builds: each step stamps the cycle counter after each of these calls.
         **({"profile_calls": call_labels(graph)} if profile else {}),
         # What a later compile needs to reuse these weights as they are (--from-uqff).
@@ -225,10 +291,10 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     header = {"ingot_version": __version__, "target": tgt.describe(), "model": src.name}
 
     def weight_chunks():
-        it = weights
+        it = sorted(weights, key=lambda w: w_off[id(w)])  # the file order: by unit
         if progress:
             from tqdm import tqdm
-            it = tqdm(weights, desc="writing weights", unit="tensor", leave=False)
+            it = tqdm(it, desc="writing weights", unit="tensor", leave=False)
         pos = 0
         for w in it:
             pad = w_off[id(w)] - pos
@@ -237,6 +303,8 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
             data = weight_raw(w)
             yield data.tobytes()
             pos = w_off[id(w)] + data.nbytes
+        if w_size > pos:  # the last unit ends on a page too
+            yield b"\0" * (w_size - pos)
 
     with ArtefactWriter(output) as aw:
         aw.header = header

@@ -22,8 +22,9 @@ def compile(model, output=None, *, dtype=None, isq=None, target="host", max_seq_
                          max_seq_len=max_seq_len, **opts)
 
 
-def load(path, *, threads=None, max_memory=None):
-    """Map an artefact and return a ready ``Model``."""
+def load(path, *, threads=None, max_memory=None, prefetch=True):
+    """Map an artefact and return a ready ``Model``. ``max_memory`` (bytes or "96MiB") keeps
+    the weights that fit resident and streams the rest from the file each step."""
     from .runtime.model import Model
 
-    return Model.load(path, threads=threads, max_memory=max_memory)
+    return Model.load(path, threads=threads, max_memory=max_memory, prefetch=prefetch)

@@ -40,7 +40,7 @@ threads_list = counts_list("thread counts")
 
 
 # -- model selection (compile, run, quantize) ------------------------------------------------
-def add_model_flags(p, *, default_note: str) -> None:
+def add_model_flags(p, *, default_note: str, default_batch: int = 1) -> None:
     """mistral.rs' model flags: -m, --format gguf|ggml -f FILE, -t, --isq, --from-uqff."""
     p.add_argument("-m", "--model", help="Hugging Face folder, cached model id, or a .gguf "
                    f"file{default_note}")
@@ -59,7 +59,43 @@ def add_model_flags(p, *, default_note: str) -> None:
                    help="float weight type (default: the model's)")
     p.add_argument("--max-seq-len", type=int, default=4096)
     p.add_argument("--prefill-chunk", type=int, default=128)
+    p.add_argument("--max-batch", type=int, default=default_batch,
+                   help="sequences decoded together (each gets its own KV cache; the server's "
+                   f"concurrent requests; default {default_batch})")
+    p.add_argument("--max-memory", help="memory budget (e.g. 96MiB, 2GiB): weights that do not "
+                   "fit are streamed from the artefact each step; at compile time a default "
+                   "recorded in the artefact")
     p.add_argument("--target", default="host")
+
+
+def add_device_flags(p) -> None:
+    """mistral.rs' device mapping; checked at load (every layer runs on the CPU for now)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-n", "--num-device-layers", metavar="MAP",
+                   help='layers per device, in order from layer 0: "0:16;1:8" (16 on CUDA '
+                   'device 0, the next 8 on device 1, the rest on the CPU), "16" (= 0:16), '
+                   '"cpu:*", "0:16;cpu:*"')
+    g.add_argument("--topology", metavar="FILE",
+                   help="YAML/JSON layer ranges (half-open) and their devices, e.g. "
+                   "'0-16: {device: cuda[0]}'; unnamed layers run on the CPU")
+
+
+def device_map_from_args(args, path):
+    """The -n / --topology map for the artefact at `path`, or None; a map that names a device
+    this host lacks is an error here, before the model loads."""
+    if args.num_device_layers is None and args.topology is None:
+        return None
+    from .runtime.artefact import Artefact
+    from .runtime.device_map import load_topology, parse_layer_counts, usable_devices
+    art = Artefact(path)
+    try:
+        n_layers = int(art.json("plan")["n_layers"])
+    finally:
+        art.close()
+    dm = (parse_layer_counts(args.num_device_layers, n_layers)
+          if args.num_device_layers is not None else load_topology(args.topology, n_layers))
+    dm.check_available(usable_devices())
+    return dm
 
 
 def compile_from_args(args, output=None):
@@ -75,6 +111,7 @@ def compile_from_args(args, output=None):
     # tqdm's carriage-return redraws are noise in a captured log; show them on a terminal only.
     return ingot.compile(model, output, dtype=args.dtype, isq=args.isq, target=args.target,
                          max_seq_len=args.max_seq_len, prefill_chunk=args.prefill_chunk,
+                         max_batch=args.max_batch, max_memory=args.max_memory,
                          format=fmt, file=file, tokenizer=args.tokenizer,
                          quant_policy=args.quant_policy, chat_template=args.chat_template,
                          progress=sys.stderr.isatty())
@@ -160,7 +197,7 @@ def _uses_template(model, args) -> bool:
 def _chat(model, args) -> int:
     """A small multi-turn loop over stdin lines."""
     templated = _uses_template(model, args)
-    system, history = args.system, []
+    state = {"system": args.system, "history": [], "streaming": False}
     tty = sys.stdin.isatty()
     print(f"ingot: chatting with {model.path.name}; /reset, /system TEXT, /exit; Ctrl-C stops "
           f"an answer, Ctrl-D quits" + ("" if templated else " (no chat template: each line is "
@@ -175,32 +212,52 @@ def _chat(model, args) -> int:
             sys.stdout.write("\n")
             continue
         if not line:
+            if tty:  # Ctrl-D: leave the shell's prompt on a line of its own
+                sys.stdout.write("\n")
+                sys.stdout.flush()
             return 0
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/exit", "/quit"):
-            return 0
-        if line == "/reset":
-            history.clear()
-            print("(context cleared)", file=sys.stderr)
-            continue
-        if line == "/system" or line.startswith("/system "):
-            system = line[len("/system"):].strip() or None
-            print(f"(system prompt {'set' if system else 'cleared'})", file=sys.stderr)
-            continue
-        if line.startswith("/"):
-            print(f"unknown command {line.split()[0]} (try /reset, /system TEXT, /exit)",
-                  file=sys.stderr)
-            continue
-        turn = {"role": "user", "content": line}
-        messages = ([{"role": "system", "content": system}] if system else []) + history + [turn]
         try:
-            answer, _ = _stream(model, messages if templated else line, args)
-        except IngotError as e:  # e.g. the conversation outgrew the context: keep the chat alive
-            print(f"ingot: error: {e} (try /reset)", file=sys.stderr)
-            continue
-        history += [turn, {"role": "assistant", "content": answer}]
+            if _chat_line(model, args, line.strip(), state, templated):
+                return 0
+        except KeyboardInterrupt:
+            if state["streaming"]:  # a second Ctrl-C during an answer ends the program
+                raise
+            sys.stdout.write("\n")  # between answers: drop what was going on, keep the chat
+            sys.stdout.flush()
+
+
+def _chat_line(model, args, line, state, templated) -> bool:
+    """One line of the chat: a command, or a turn and its streamed answer. True: exit."""
+    if not line:
+        return False
+    if line in ("/exit", "/quit"):
+        return True
+    if line == "/reset":
+        state["history"].clear()
+        print("(context cleared)", file=sys.stderr)
+        return False
+    if line == "/system" or line.startswith("/system "):
+        state["system"] = line[len("/system"):].strip() or None
+        print(f"(system prompt {'set' if state['system'] else 'cleared'})", file=sys.stderr)
+        return False
+    if line.startswith("/"):
+        print(f"unknown command {line.split()[0]} (try /reset, /system TEXT, /exit)",
+              file=sys.stderr)
+        return False
+    turn = {"role": "user", "content": line}
+    system = state["system"]
+    messages = ([{"role": "system", "content": system}] if system else []) + \
+        state["history"] + [turn]
+    state["streaming"] = True
+    try:
+        answer, _ = _stream(model, messages if templated else line, args)
+    except IngotError as e:  # e.g. the conversation outgrew the context: keep the chat alive
+        print(f"ingot: error: {e} (try /reset)", file=sys.stderr)
+        return False
+    finally:
+        state["streaming"] = False
+    state["history"] += [turn, {"role": "assistant", "content": answer}]
+    return False
 
 
 def cmd_run(args, parser) -> int:
@@ -211,7 +268,8 @@ def cmd_run(args, parser) -> int:
     if path is None:
         # The user cache is keyed by a hash of the model files and flags: compiled once.
         path = compile_from_args(args)
-    model = ingot.load(path, threads=args.threads)
+    device_map_from_args(args, path)
+    model = ingot.load(path, threads=args.threads, max_memory=args.max_memory)
     try:
         if args.prompt is None:
             return _chat(model, args)
@@ -221,6 +279,42 @@ def cmd_run(args, parser) -> int:
                 [{"role": "user", "content": prompt}]
         if _stream(model, prompt, args)[1]:
             raise KeyboardInterrupt  # one-shot: Ctrl-C ends the program, after a clean step
+        return 0
+    finally:
+        model.close()
+
+
+# -- serve -----------------------------------------------------------------------------------
+def cmd_serve(args, parser) -> int:
+    if args.artefact is not None and (args.model or args.file or args.from_uqff):
+        parser.error("serve takes an ARTEFACT or model flags (-m, -f, --from-uqff), not both")
+    import ingot
+    path = args.artefact if args.artefact is not None else compile_from_args(args)
+    device_map_from_args(args, path)
+    model = ingot.load(path, threads=args.threads, max_memory=args.max_memory)
+    engine = model.engine
+    engine.max_queue = args.max_queue
+    engine.start()
+    try:
+        if args.serial:
+            from .runtime.serial_line import serve_serial
+            print(f"ingot: serving {model.path.name} on {args.serial} at {args.baud} baud",
+                  file=sys.stderr, flush=True)
+            serve_serial(model, args.serial, args.baud, engine=engine, log=args.log)
+            return 0
+        try:
+            import uvicorn
+
+            from .runtime.server import create_app
+        except ImportError as e:
+            raise IngotError(f"serving needs the serve extra: pip install 'ingot-lm[serve]' "
+                             f"({e.name} is missing)") from None
+        model_id = args.model_id or (args.model if args.model and not
+                                     os.path.exists(args.model) else model.path.stem)
+        app = create_app(model, engine, model_id, log_path=args.log)
+        print(f"ingot: serving {model_id} ({model.max_batch} sequence slots) on "
+              f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         return 0
     finally:
         model.close()
@@ -258,16 +352,34 @@ def cmd_inspect(args) -> int:
             f"  arena            {_size(arena)}  (naive sum of buffers {_size(naive)}: {saved})",
             f"  scratch/thread   {_size(plan['scratch_bytes_per_thread'])}",
             f"  KV cache         {_size(plan['kv_bytes_per_token'])}/token on full layers, "
-            f"{_size(plan['state_bytes'])} total ({plan.get('kv_ring_layers', 0)} sliding "
-            f"layers keep a window-sized ring)",
-            f"  weights          {_size(plan['weights_bytes'])}",
-            "per-layer weights"]
+            f"{_size(plan['state_bytes'])} per sequence ({plan.get('kv_ring_layers', 0)} "
+            f"sliding layers keep a window-sized ring), {plan.get('max_batch', 1)} sequence "
+            f"slot(s): {_size(plan['state_bytes'] * plan.get('max_batch', 1))}",
+            f"  weights          {_size(plan['weights_bytes'])}"]
+    out += _budget_lines(plan)
+    out += ["per-layer weights"]
     out += [f"  layer {i:<4} {_size(b)}" for i, b in enumerate(plan.get("layer_weight_bytes", []))]
     ops = ", ".join(f"{k} {v}" for k, v in sorted(plan.get("ops", {}).items()))
     out += [f"ops        {plan.get('nodes')} nodes: {ops}",
             f"passes     {', '.join(plan.get('passes') or []) or 'none'}"]
     print("\n".join(out))
     return 0
+
+
+def _budget_lines(plan) -> list:
+    """What a load holds, at 1 thread: all resident, and the least that runs (--max-memory)."""
+    from .runtime.offload import fixed_bytes
+    units = plan.get("units", [])
+    fixed = fixed_bytes(plan, 1)
+    total = fixed + sum(u["bytes"] for u in units)
+    least = fixed + max((u["bytes"] for u in units), default=0)
+    hint = plan.get("max_memory_hint")
+    return [f"  budget (1 thread) {_size(total)} all resident; {_size(fixed)} fixed (arena, "
+            f"scratch, KV, shared weights); smallest --max-memory {_size(least)} streams all "
+            f"{len(units)} units" + (f"; compiled default {_size(hint)}" if hint else ""),
+            "  offload units    " + ", ".join(f"{u['name']} {_size(u['bytes'])}"
+                                             for u in units[:4])
+            + (f", … ({len(units)} in all)" if len(units) > 4 else "")]
 
 
 # -- bench -----------------------------------------------------------------------------------
@@ -328,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="generate text: one prompt, or an interactive chat")
     r.add_argument("artefact", nargs="?", help="compiled artefact")
     add_model_flags(r, default_note=default_note)
+    add_device_flags(r)
     r.add_argument("-p", "--prompt", help="one-shot prompt (without it: interactive chat)")
     r.add_argument("--system", help="system prompt")
     r.add_argument("--raw", action="store_true", help="send the prompt as plain text, "
@@ -341,6 +454,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     r.add_argument("--threads", type=int)
     r.set_defaults(func=lambda a: cmd_run(a, r))
+
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (or a serial line)")
+    s.add_argument("artefact", nargs="?", help="compiled artefact")
+    add_model_flags(s, default_note=default_note, default_batch=4)
+    add_device_flags(s)
+    s.add_argument("-p", "--port", type=int, default=1234)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--log", help="append every request and response to this file (JSON lines)")
+    s.add_argument("--model-id", help="the name clients use (default: -m, or the artefact's)")
+    s.add_argument("--max-queue", type=int, default=64,
+                   help="requests that may wait for a sequence slot before 503s")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--serial", metavar="DEVICE", help="speak the JSON-lines protocol on this "
+                   "serial device instead of HTTP")
+    s.add_argument("--baud", type=int, default=115200)
+    s.set_defaults(func=lambda a: cmd_serve(a, s))
 
     i = sub.add_parser("inspect", help="header, sections, memory plan, ops and passes")
     i.add_argument("artefact")

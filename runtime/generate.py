@@ -25,52 +25,35 @@ def sampling_params(model, **given) -> SamplingParams:
     return SamplingParams(**fields)
 
 
-def generate_tokens(model, ids, max_tokens, params: SamplingParams, stop_ids=None):
-    """Yields generated token ids; starts from an empty context."""
-    model.reset()
-    sampler = Sampler(params, model.vocab_size)
-    history = list(ids)
-    stop_ids = model.eos_ids() if stop_ids is None else stop_ids
-    if len(ids) + max_tokens > model.max_seq_len:
-        max_tokens = model.max_seq_len - len(ids)
-        if max_tokens <= 0:
-            raise IngotError(f"prompt of {len(ids)} tokens does not fit the compiled context "
-                             f"of {model.max_seq_len}")
-    logits = model.prefill_view(ids)
-    for i in range(max_tokens):
-        t = int(sampler.sample(logits, history))
-        if t in stop_ids:
-            return
-        history.append(t)
-        yield t
-        if i + 1 < max_tokens:
-            logits = model.decode_view(t)
+def request_for(model, ids, *, max_tokens=256, stop_ids=None, **sampling):
+    """An engine request with the model's defaults (end tokens, generation_config)."""
+    from .engine import Request
+    return Request(list(ids), int(max_tokens), sampling_params(model, **sampling),
+                   frozenset(model.eos_ids() if stop_ids is None else stop_ids),
+                   penalize_prompt=True)
 
 
 def generate_stream(model, prompt_or_messages, *, max_tokens=256, stop=None, **sampling):
-    """Yields text pieces; stops at an end-of-sequence token, max_tokens, or a stop string."""
+    """Yields text pieces; stops at an end-of-sequence token, max_tokens, or a stop string.
+    Runs through the model's engine, as the server does."""
+    from .textstream import TextStream
     ids = prompt_ids(model, prompt_or_messages)
-    params = sampling_params(model, **sampling)
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    dec = model.tokenizer.stream()
-    text = ""
-    emitted = 0
-    for t in generate_tokens(model, ids, max_tokens, params):
-        text += dec.put(t)
-        if stops:
-            hit = min((text.find(s) for s in stops if s in text), default=-1)
-            if hit >= 0:
-                if hit > emitted:
-                    yield text[emitted:hit]
-                return
-            # hold back what could still become the start of a stop string
-            keep = max(len(s) for s in stops) - 1
-            safe = max(emitted, len(text) - keep)
-        else:
-            safe = len(text)
-        if safe > emitted:
-            yield text[emitted:safe]
-            emitted = safe
-    text += dec.flush()
-    if len(text) > emitted:
-        yield text[emitted:]
+    if len(ids) >= model.max_seq_len:
+        raise IngotError(f"prompt of {len(ids)} tokens does not fit the compiled context "
+                         f"of {model.max_seq_len}")
+    handle = model.engine.submit(request_for(model, ids, max_tokens=max_tokens, **sampling))
+    text = TextStream(model.tokenizer, stop)
+    try:
+        for ev in handle:
+            piece = text.put(ev.token)
+            if piece:
+                yield piece
+            if text.stopped is not None:
+                break
+        rest = text.finish()
+        if rest:
+            yield rest
+        if handle.error:
+            raise IngotError(handle.error)
+    finally:
+        handle.cancel()

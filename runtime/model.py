@@ -32,7 +32,7 @@ def default_threads() -> int:
 
 
 class Model:
-    def __init__(self, art: Artefact, threads=None, max_memory=None):
+    def __init__(self, art: Artefact, threads=None, max_memory=None, prefetch=True):
         self.artefact = art
         self.path = art.path
         check_target(art.header.get("target", {}), art.path)
@@ -43,22 +43,30 @@ class Model:
         self.threads = int(threads) if threads else default_threads()
         if self.threads < 1:
             raise IngotError("threads must be at least 1")
-        need = self.memory_needed(self.threads)
-        if max_memory is not None and need > parse_bytes(max_memory):
-            raise IngotError(f"{self.path}: needs {need / 2**20:.1f} MiB with all layers resident"
-                             f", more than --max-memory {max_memory}; the smallest budget that "
-                             f"works is {need / 2**20:.1f} MiB")
+        from .offload import plan_residency
+        if max_memory is None:
+            max_memory = p.get("max_memory_hint")  # the compile-time --max-memory
+        self.max_memory = None if max_memory is None else parse_bytes(max_memory)
+        # Units (layers, head) kept mapped; the rest stream from the artefact each step.
+        self.resident = plan_residency(p, self.threads, self.max_memory, self.path)
 
         self._lib = load_library(art.section("code"))
         self._prefill = entry(self._lib, p["entry_points"]["prefill"])
         self._decode = entry(self._lib, p["entry_points"]["decode"])
+        # The batched decode step (several sequences, one token each) reads its row table
+        # (positions, then slots) from the address passed as `pos`.
+        self._batch = entry(self._lib, p["entry_points"]["batch"]) \
+            if "batch" in p["entry_points"] else None
         self._weights = np.frombuffer(art.section("weights", check=False), np.uint8)
         scratch = p["scratch_bytes_per_thread"]
         # Profile builds keep a cycle stamp per decode call after the barrier words.
         self._profile_calls = p.get("profile_calls") or []
         sync_bytes = _SYNC_BYTES + 8 * (len(self._profile_calls) + 1)
         self._arena = _aligned(p["arena_bytes"] + self.threads * scratch + sync_bytes)
-        self._kv = _aligned(max(p["state_bytes"], 64))
+        # One KV cache per sequence slot; the batched step addresses slot s at s * state_bytes.
+        self.max_batch = int(p.get("max_batch", 1))
+        self._slot_bytes = p["state_bytes"]
+        self._kv = _aligned(max(p["state_bytes"] * self.max_batch, 64))
         a = self._arena.ctypes.data
         self._wb = self._weights.ctypes.data if self._weights.size else 0
         self._ab, self._kb = a, self._kv.ctypes.data
@@ -70,31 +78,52 @@ class Model:
             .view(np.int32)
         lo = p["logits_offset"]
         self._logits = self._arena[lo:lo + 4 * self.vocab_size].view(np.float32)
+        if self._batch is not None:
+            bt, bl = p["batch_tokens_offset"], p["batch_logits_offset"]
+            self._batch_tokens = self._arena[bt:bt + 4 * self.max_batch].view(np.int32)
+            self._batch_logits = self._arena[bl:bl + 4 * self.vocab_size * self.max_batch] \
+                .view(np.float32).reshape(self.max_batch, self.vocab_size)
+            self._rows = np.zeros(2 * self.max_batch, np.int32)  # positions, then slots
+        units = p.get("units", [])
+        if units:
+            co = p["units_ctl_offset"]
+            self._ctl = self._arena[co:co + 8 * len(units)].view(np.int64)
+            # 1 resident; 0 streamed, read ahead one unit early; 2 streamed, no read-ahead.
+            self._ctl[:] = [1 if r else (0 if prefetch else 2) for r in self.resident]
         self.pos = 0
         # Profile builds: cycles per kernel call (thread 0, barrier included), summed over steps.
         self.profile_cycles = np.zeros(len(self._profile_calls), np.int64)
         self.profile_prefill_cycles = np.zeros(len(self._profile_calls), np.int64)
         self._tokenizer = None
         self._chat = None
+        self._engine = None
         self.generation = self._generation_config()
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
-    def load(cls, path, *, threads=None, max_memory=None) -> "Model":
+    def load(cls, path, *, threads=None, max_memory=None, prefetch=True) -> "Model":
         art = Artefact(path)
         try:
-            return cls(art, threads=threads, max_memory=max_memory)
+            return cls(art, threads=threads, max_memory=max_memory, prefetch=prefetch)
         except BaseException:
             art.close()
             raise
 
     def memory_needed(self, threads: int) -> int:
-        p = self.plan
-        return (p["weights_bytes"] + p["arena_bytes"] + threads * p["scratch_bytes_per_thread"]
-                + p["state_bytes"])
+        """Bytes with every unit resident."""
+        from .offload import fixed_bytes
+        return fixed_bytes(self.plan, threads) + sum(u["bytes"]
+                                                     for u in self.plan.get("units", []))
+
+    @property
+    def streamed_units(self) -> list:
+        return [u["name"] for u, r in zip(self.plan.get("units", []), self.resident) if not r]
 
     def close(self) -> None:
         """Stop the worker threads (the mapping goes with the last reference)."""
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.stop()
         team = getattr(self, "_team", None)
         if team is not None:
             team.close()
@@ -109,38 +138,102 @@ class Model:
         self.close()
 
     # -- the step ----------------------------------------------------------------------------
-    def _check_tokens(self, ids: np.ndarray) -> None:
+    def _check_tokens(self, ids: np.ndarray, pos: int) -> None:
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             bad = int(ids[(ids < 0) | (ids >= self.vocab_size)][0])
             raise IngotError(f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
-        if self.pos + ids.size > self.max_seq_len:
-            raise IngotError(f"context overflow: {self.pos} + {ids.size} tokens exceed the "
+        if pos + ids.size > self.max_seq_len:
+            raise IngotError(f"context overflow: {pos} + {ids.size} tokens exceed the "
                              f"compiled max_seq_len {self.max_seq_len}")
 
-    def prefill_view(self, token_ids) -> np.ndarray:
-        """Like `prefill`, but returns the logits buffer itself (valid until the next step)."""
+    def _slot_kv(self, slot: int) -> int:
+        if not 0 <= slot < self.max_batch:
+            raise IngotError(f"sequence slot {slot} is outside 0..{self.max_batch - 1} (compile "
+                             f"with --max-batch for more)")
+        return self._kb + slot * self._slot_bytes
+
+    def prefill_at(self, slot: int, pos: int, token_ids) -> np.ndarray:
+        """Feed tokens to sequence `slot` from position `pos` (its cache before `pos` is kept);
+        returns the logits buffer of the last one (valid until the next step)."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:
             raise IngotError("prefill needs at least one token")
-        self._check_tokens(ids)
+        self._check_tokens(ids, pos)
+        kb = self._slot_kv(slot)
         for start in range(0, ids.size, self.chunk):
             part = ids[start:start + self.chunk]
             self._tokens[:part.size] = part
-            self._team.run(self._prefill, self._wb, self._ab, self._kb, part.size, self.pos)
-            self.pos += part.size
+            self._team.run(self._prefill, self._wb, self._ab, kb, part.size, pos + start)
             if self._profile_calls:
                 self.profile_prefill_cycles += np.diff(self._stamps)
         return self._logits
 
+    def decode_batch(self, token_ids, positions, slots) -> np.ndarray:
+        """One token for each of several sequences: row i is token_ids[i] at positions[i] of
+        sequence slots[i]. Returns the logits buffer [n, vocab] (valid until the next step).
+        The weights are read once for all rows."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        n = ids.size
+        if n == 0 or n > self.max_batch:
+            raise IngotError(f"a batch holds 1..{self.max_batch} sequences, not {n}")
+        for t, p in zip(ids, positions):
+            self._check_tokens(np.asarray([t]), int(p))
+        if len(set(int(s) for s in slots)) != n:
+            raise IngotError("a batch cannot hold the same sequence slot twice")
+        for s in slots:
+            self._slot_kv(int(s))
+        if n == 1:  # one sequence: the decode step, specialised for a single row
+            self._tokens[0] = ids[0]
+            self._team.run(self._decode, self._wb, self._ab, self._slot_kv(int(slots[0])), 1,
+                           int(positions[0]))
+            return self._logits.reshape(1, self.vocab_size)
+        self._batch_tokens[:n] = ids
+        self._rows[:n] = positions
+        self._rows[self.max_batch:self.max_batch + n] = slots
+        self._team.run(self._batch, self._wb, self._ab, self._kb, n, self._rows.ctypes.data)
+        return self._batch_logits[:n]
+
+    def _forget_slot0(self) -> None:
+        if self._engine is not None:  # the direct interface wrote slot 0 behind its back
+            self._engine.forget(0)
+
+    def reusable_prefix(self, common: int, held: int) -> int:
+        """How much of a `common` prefix of a slot's `held` cached tokens a new prompt can
+        keep. Sliding-window layers keep a ring: its rows for the window before the cut must
+        not have been overwritten by the cached tokens after it."""
+        rings = self.plan.get("kv_rings")
+        if rings is None:
+            return 0 if self.plan.get("kv_ring_layers") else common
+        ok = all(held - common <= ring - window + 1 for ring, window in rings)
+        return common if ok else 0
+
+    # The single-sequence interface: sequence slot 0, positions counted here.
+    def prefill_view(self, token_ids) -> np.ndarray:
+        """Like `prefill`, but returns the logits buffer itself (valid until the next step)."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        self._forget_slot0()
+        out = self.prefill_at(0, self.pos, ids)
+        self.pos += ids.size
+        return out
+
     def decode_view(self, token_id: int) -> np.ndarray:
         ids = np.asarray([token_id], dtype=np.int64)
-        self._check_tokens(ids)
+        self._check_tokens(ids, self.pos)
+        self._forget_slot0()
         self._tokens[0] = token_id
         self._team.run(self._decode, self._wb, self._ab, self._kb, 1, self.pos)
         self.pos += 1
         if self._profile_calls:
             self.profile_cycles += np.diff(self._stamps)
         return self._logits
+
+    @property
+    def engine(self):
+        """The scheduler that generation runs through (inline unless started on a thread)."""
+        if self._engine is None:
+            from .engine import Engine
+            self._engine = Engine(self)
+        return self._engine
 
     def prefill(self, token_ids) -> np.ndarray:
         """Feed tokens after the current position; float32 logits of the last one, [vocab]."""
@@ -198,15 +291,30 @@ class Model:
         return ids
 
     def generate(self, prompt_or_messages, max_tokens: int = 256, temperature=None, top_k=None,
-                 top_p=None, min_p=None, repetition_penalty=None, seed=None, stop=None,
+                 top_p=None, min_p=None, repetition_penalty=None, presence_penalty=None,
+                 frequency_penalty=None, logit_bias=None, seed=None, stop=None,
                  stream: bool = False):
         """Generate text for a prompt string or a list of chat messages ({role, content}).
-        Returns the text, or with stream=True an iterator of text pieces."""
+        Returns the text, or with stream=True an iterator of text pieces. Runs through the
+        model's engine (the server's scheduler): calls from several threads share decode
+        steps once the engine is started (`model.engine.start()`)."""
         from .generate import generate_stream
         it = generate_stream(self, prompt_or_messages, max_tokens=max_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                             repetition_penalty=repetition_penalty, seed=seed, stop=stop)
+                             repetition_penalty=repetition_penalty,
+                             presence_penalty=presence_penalty,
+                             frequency_penalty=frequency_penalty, logit_bias=logit_bias,
+                             seed=seed, stop=stop)
         return it if stream else "".join(it)
+
+    def chat(self, messages: list, message: str | None = None, **generate_kw) -> str:
+        """One chat turn: appends `message` (if given) as the user's and the answer as the
+        assistant's to `messages` (kept by the caller across turns); returns the answer."""
+        if message is not None:
+            messages.append({"role": "user", "content": message})
+        answer = self.generate(list(messages), **generate_kw)
+        messages.append({"role": "assistant", "content": answer})
+        return answer
 
 
 def parse_bytes(value) -> int:

@@ -24,11 +24,14 @@ class SamplingParams:
     presence_penalty: float = 0.0    # OpenAI's semantics
     frequency_penalty: float = 0.0
     seed: int | None = None
+    logit_bias: dict | None = None   # token id -> added to its logit (OpenAI's logit_bias)
 
     def check(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 \
                 or not 0 <= self.min_p <= 1 or self.repetition_penalty <= 0:
             raise IngotError(f"bad sampling parameters: {self}")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise IngotError(f"seed must be a non-negative integer, not {self.seed!r}")
 
 
 class Sampler:
@@ -40,15 +43,41 @@ class Sampler:
         self._logits = np.empty(self.vocab_size, np.float32)
         self._probs = np.empty(self.vocab_size, np.float32)
         self._cum = np.empty(self.vocab_size, np.float64)  # float64: 262k float32 sums drift
+        bias = {int(k): float(v) for k, v in (params.logit_bias or {}).items()}
+        if any(not 0 <= k < self.vocab_size for k in bias):
+            raise IngotError(f"logit_bias names a token outside the vocabulary "
+                             f"(0..{self.vocab_size - 1})")
+        self._bias_ids = np.fromiter(bias.keys(), np.intp, len(bias))
+        self._bias = np.fromiter(bias.values(), np.float32, len(bias))
+        self.logprobs = None  # (chosen logprob, [(id, logprob), ...]) when asked for
 
-    def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
+    def sample(self, logits: np.ndarray, history: Sequence[int] = (), mask=None,
+               top_logprobs: int | None = None) -> int:
         """``history``: the ids the penalties look at (transformers penalizes the prompt too;
-        OpenAI only the generated text: the caller picks)."""
+        OpenAI only the generated text: the caller picks). ``mask``: a boolean array of the
+        tokens allowed (constrained decoding). With ``top_logprobs`` (0 or more) the chosen
+        token's log-probability and the best alternatives are left in ``self.logprobs``; they
+        are the model's, after penalties, bias and mask, before temperature."""
         p = self.params
         x = self._logits
         np.copyto(x, logits[: self.vocab_size])  # never change the caller's logits
         if len(history) and (p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty):
             self._penalize(x, history)
+        if self._bias.size:
+            x[self._bias_ids] += self._bias
+        if mask is not None:
+            x[~mask[: self.vocab_size]] = -np.inf
+        if top_logprobs is not None:
+            lse = _logsumexp(x)
+            t = self._choose(x.copy() if p.temperature else x)
+            top = np.argpartition(x, -top_logprobs)[-top_logprobs:] if top_logprobs else []
+            top = sorted(top, key=lambda i: -x[i])
+            self.logprobs = (float(x[t] - lse), [(int(i), float(x[i] - lse)) for i in top])
+            return t
+        return self._choose(x)
+
+    def _choose(self, x: np.ndarray) -> int:
+        p = self.params
         if p.temperature == 0:
             return int(np.argmax(x))
         if p.temperature != 1:
@@ -115,3 +144,8 @@ class Sampler:
         if i >= len(probs):  # rounding put the draw at the very top: take the last live token
             i = int(np.flatnonzero(probs)[-1])
         return int(i if ids is None else ids[i])
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = float(x.max())
+    return m + float(np.log(np.exp(x - m, dtype=np.float64).sum()))

@@ -30,13 +30,13 @@ def artefacts(model_dirs, tmp_path_factory):
     cache: dict = {}
     out = tmp_path_factory.mktemp("artefacts")
 
-    def get(name: str, dtype: str = "f32", max_seq_len: int = 128):
-        key = (name, dtype, max_seq_len)
+    def get(name: str, dtype: str = "f32", max_seq_len: int = 128, max_batch: int = 1):
+        key = (name, dtype, max_seq_len, max_batch)
         if key not in cache:
             folder, _ = model_dirs(name)
-            cache[key] = ingot.compile(folder, out / f"{name}-{dtype}-{max_seq_len}.ingot",
-                                       dtype=dtype, max_seq_len=max_seq_len,
-                                       verify_passes=True)
+            cache[key] = ingot.compile(
+                folder, out / f"{name}-{dtype}-{max_seq_len}-b{max_batch}.ingot", dtype=dtype,
+                max_seq_len=max_seq_len, max_batch=max_batch, verify_passes=True)
         return cache[key]
     return get
 

@@ -106,6 +106,7 @@ def _role(name: str) -> str:
     return f"blk.{i}.ffn_gate_up.weight"
 
 
+@pytest.mark.xdist_group("isq")  # the compiled levels are shared with test_from_uqff
 @pytest.mark.parametrize("isq", list(BOUNDS))
 def test_isq_logits_within_bound_of_f32(isq, compiled, hf_llama):
     plan = Artefact(compiled(isq)).json("plan")
@@ -138,6 +139,7 @@ def test_isq_bad_level_is_one_line(folder, tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "b.ingot").exists()
 
 
+@pytest.mark.xdist_group("isq")
 def test_from_uqff_reuses_the_weights(compiled, tmp_path):
     """A pre-quantized artefact (what `ingot quantize` writes: a compile with --isq) is
     compiled again through `--from-uqff` with another context length, without the original

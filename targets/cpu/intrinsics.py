@@ -148,6 +148,25 @@ def stamp(sync, k, tid):
 
 
 sched_yield = types.ExternalFunction("sched_yield", types.int32())
+# madvise(addr, length, advice): addresses travel as int64 (the same register as a pointer).
+madvise = types.ExternalFunction("madvise", types.int32(types.int64, types.int64, types.int32))
+MADV_WILLNEED, MADV_DONTNEED = 3, 4
+
+
+@njit(error_model="numpy", _nrt=False)
+def unit_enter(ctl, k, wb, off, nbytes, tid):
+    """A step reaches an offload unit: thread 0 asks the kernel to start reading the next
+    unit `k` (its control word 0: streamed) so its pages are in the page cache when needed."""
+    if tid == 0 and atomic_load(ctl + 8 * k) == 0:
+        madvise(wb + off, nbytes, MADV_WILLNEED)
+
+
+@njit(error_model="numpy", _nrt=False)
+def unit_leave(ctl, k, wb, off, nbytes, tid):
+    """Every thread is past unit `k`: thread 0 drops its pages when it is streamed (control
+    word 0, or 2: streamed without read-ahead), so at most one streamed unit is resident."""
+    if tid == 0 and atomic_load(ctl + 8 * k) != 1:
+        madvise(wb + off, nbytes, MADV_DONTNEED)
 
 
 @njit(error_model="numpy", _nrt=False)

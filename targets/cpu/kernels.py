@@ -166,8 +166,10 @@ def add_rmsnorm(a, b, n, cols, w, eps, unit, s, y, tid, nth):
 
 
 @njit(**KW)
-def rope(x, xs, n, heads, hd, rot, neox, cos, sin, pos, y, tid, nth):
-    """Rotate pairs of each head by the table angles of its position; copy the rest."""
+def rope(x, xs, n, heads, hd, rot, neox, cos, sin, pos, rows, y, tid, nth):
+    """Rotate pairs of each head by the table angles of its position; copy the rest.
+    Row t is at position pos + t, or with a row table (`rows` != 0, the batched step) at
+    rows[t]."""
     lo, hi = split(n * heads, tid, nth)
     X = ptr_f32(x)
     Y = ptr_f32(y)
@@ -180,7 +182,7 @@ def rope(x, xs, n, heads, hd, rot, neox, cos, sin, pos, y, tid, nth):
         h = idx - t * heads
         xo = t * xs + h * hd
         yo = t * cols + h * hd
-        co = (pos + t) * half
+        co = (pos + t if rows == 0 else np.int64(ptr_i32(rows)[t])) * half
         for i in range(half):
             if neox:
                 ia, ib = i, i + half
@@ -196,8 +198,18 @@ def rope(x, xs, n, heads, hd, rot, neox, cos, sin, pos, y, tid, nth):
             Y[yo + i] = X[xo + i]
 
 
+@njit(inline="always", **KW)
+def row_place(t, pos, rows, nb, slot_floats):
+    """Row t's position and the float offset of its sequence's cache: consecutive positions
+    in one cache, or (the batched step) from the row table: positions[nb], then slots[nb]."""
+    if rows == 0:
+        return pos + t, 0
+    R = ptr_i32(rows)
+    return np.int64(R[t]), np.int64(R[nb + t]) * slot_floats
+
+
 @njit(**KW)
-def kv_store(k, ks, v, vs, n, width, kc, vc, pos, ring, tid, nth):
+def kv_store(k, ks, v, vs, n, width, kc, vc, pos, rows, nb, slot_floats, ring, tid, nth):
     """Append this step's key and value rows to the layer's cache: position p goes to row
     p % ring (ring = the cache's rows; max_seq for full layers, so p itself)."""
     lo, hi = split(n, tid, nth)
@@ -206,7 +218,8 @@ def kv_store(k, ks, v, vs, n, width, kc, vc, pos, ring, tid, nth):
     KC = ptr_f32(kc)
     VC = ptr_f32(vc)
     for t in range(lo, hi):
-        o = ((pos + t) % ring) * width
+        p, base = row_place(t, pos, rows, nb, slot_floats)
+        o = base + (p % ring) * width
         for j in range(width):
             KC[o + j] = Kx[t * ks + j]
             VC[o + j] = Vx[t * vs + j]
@@ -234,8 +247,8 @@ ATTN_MAX_HEAD_DIM = 512
 
 
 @njit(**KW_ATTN)
-def attention(q, qs, n, H, KV, D, kc, vc, pos, ring, scale, window, softcap, out, scratch, tid,
-              nth):
+def attention(q, qs, n, H, KV, D, kc, vc, pos, rows, nb, slot_floats, ring, scale, window,
+              softcap, out, scratch, tid, nth):
     """Causal softmax attention of each (token, head) over the cache; GQA shares kv heads.
     Position j's key is in row j % ring. A thread takes its (token, head) pairs in runs that
     share a token and a kv head, so each cached key and value row is read once per run; scores
@@ -257,7 +270,7 @@ def attention(q, qs, n, H, KV, D, kc, vc, pos, ring, scale, window, softcap, out
         h0 = idx - t * H
         g = h0 // grp
         G = min((g + 1) * grp - h0, 8, hi - idx)
-        p = pos + t
+        p, base = row_place(t, pos, rows, nb, slot_floats)
         start = 0
         if window > 0 and p - window + 1 > 0:
             start = p - window + 1
@@ -265,7 +278,7 @@ def attention(q, qs, n, H, KV, D, kc, vc, pos, ring, scale, window, softcap, out
         qo = t * qs + h0 * D
         row = start % ring
         for jj in range(L):
-            ko = row * width + g * D
+            ko = base + row * width + g * D
             for hh in range(G):
                 s = np.float32(0.0)
                 for d in range(D):
@@ -293,7 +306,7 @@ def attention(q, qs, n, H, KV, D, kc, vc, pos, ring, scale, window, softcap, out
                 acc[hh * 512 + d] = 0.0
         row = start % ring
         for jj in range(L):
-            vo = row * width + g * D
+            vo = base + row * width + g * D
             for hh in range(G):
                 pj = S[hh * L + jj]
                 for d in range(D):

@@ -272,13 +272,15 @@ def _tok(X, K, j, V, sw0, sw1, m0, m1, signed, acc, corr):
 @njit(**IL)
 def sink_four(st, V, j, sw0, sw1, m0, m1, signed):
     """Four tokens (quantized rows X, X + QB, ...) against the same unpacked codes,
-    st = (X, QB, K, acc0..3, corr0..3)."""
-    X, QB, K, a0, a1, a2, a3, c0, c1, c2, c3 = st
+    st = (X, QB, K, acc0..3, alt0..3, corr0..3). Each token keeps two chains that swap after
+    every piece, exactly as `sink_one` does, so a token's result is the same bits whether it
+    ran alone or in a tile (batched sequences answer as they would alone)."""
+    X, QB, K, a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3 = st
     a0, c0 = _tok(X, K, j, V, sw0, sw1, m0, m1, signed, a0, c0)
     a1, c1 = _tok(X + QB, K, j, V, sw0, sw1, m0, m1, signed, a1, c1)
     a2, c2 = _tok(X + 2 * QB, K, j, V, sw0, sw1, m0, m1, signed, a2, c2)
     a3, c3 = _tok(X + 3 * QB, K, j, V, sw0, sw1, m0, m1, signed, a3, c3)
-    return X, QB, K, a0, a1, a2, a3, c0, c1, c2, c3
+    return X, QB, K, b0, b1, b2, b3, a0, a1, a2, a3, c0, c1, c2, c3
 
 
 def make_q8_linear(pieces, block_size, block_bytes):
@@ -312,13 +314,14 @@ def make_q8_linear(pieces, block_size, block_bytes):
             t = 0
             while t + 4 <= n:
                 z = f8_zero()
-                st = (scratch + t * QB, QB, K, z, z, z, z, F0, F0, F0, F0)
+                st = (scratch + t * QB, QB, K, z, z, z, z, z, z, z, z, F0, F0, F0, F0)
                 for i in range(nb):
                     st = four(row, i, st)
-                Y[t * N + r] = f8_sum(st[3]) - st[7] + bias
-                Y[(t + 1) * N + r] = f8_sum(st[4]) - st[8] + bias
-                Y[(t + 2) * N + r] = f8_sum(st[5]) - st[9] + bias
-                Y[(t + 3) * N + r] = f8_sum(st[6]) - st[10] + bias
+                # Token k's two chains are st[3 + k] and st[7 + k], summed as in `one`.
+                Y[t * N + r] = f8_sum(st[3]) + f8_sum(st[7]) - st[11] + bias
+                Y[(t + 1) * N + r] = f8_sum(st[4]) + f8_sum(st[8]) - st[12] + bias
+                Y[(t + 2) * N + r] = f8_sum(st[5]) + f8_sum(st[9]) - st[13] + bias
+                Y[(t + 3) * N + r] = f8_sum(st[6]) + f8_sum(st[10]) - st[14] + bias
                 t += 4
             while t < n:
                 st1 = (scratch + t * QB, K, f8_zero(), f8_zero(), F0)

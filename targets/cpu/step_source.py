@@ -13,8 +13,15 @@ STEP_ARGS = ("wb", "ab", "kb", "sb", "n", "pos", "tid", "nth", "sync")
 
 
 class Ctx:
-    def __init__(self, plan, weight_offsets, state_offsets):
+    def __init__(self, plan, weight_offsets, state_offsets, batch=None):
         self.plan, self.wo, self.so = plan, weight_offsets, state_offsets
+        # The batched step: `pos` is the address of the row table (positions then slots, `nb`
+        # each) and sequence s's caches start s * slot_floats floats after slot 0's.
+        if batch is None:
+            self.pos, self.table, self.nb, self.slot_floats = "pos", "0", 0, 0
+        else:
+            self.pos, self.table = "0", "pos"
+            self.nb, self.slot_floats = batch
 
     def addr(self, t: Tensor) -> str:
         if t.kind == "state":
@@ -76,7 +83,7 @@ def _rope(c, n):
     x, y, a = n.inputs[0], n.outputs[0], n.attrs
     return [f"rope({c.addr(x)}, {x.row_stride}, {c.rows(x)}, {a['n_heads']}, {a['head_dim']}, "
             f"{a['rot_dim']}, {bool(a['neox'])}, {c.w(n.weights['cos'])}, "
-            f"{c.w(n.weights['sin'])}, pos, {c.addr(y)}, tid, nth)"]
+            f"{c.w(n.weights['sin'])}, {c.pos}, {c.table}, {c.addr(y)}, tid, nth)"]
 
 
 def _attention(c, n):
@@ -85,9 +92,11 @@ def _attention(c, n):
     kc, vc = c.addr(n.states["k_cache"]), c.addr(n.states["v_cache"])
     store = (f"kv_store({c.addr(k)}, {k.row_stride}, {c.addr(v)}, {v.row_stride}, "
              f"{c.rows(q)}, {k.cols}, "
-             f"{kc}, {vc}, pos, {int(a['ring'])}, tid, nth)")
+             f"{kc}, {vc}, {c.pos}, {c.table}, {c.nb}, {c.slot_floats}, {int(a['ring'])}, "
+             f"tid, nth)")
     attend = (f"attention({c.addr(q)}, {q.row_stride}, {c.rows(q)}, {a['n_heads']}, "
-              f"{a['n_kv_heads']}, {a['head_dim']}, {kc}, {vc}, pos, {int(a['ring'])}, "
+              f"{a['n_kv_heads']}, {a['head_dim']}, {kc}, {vc}, {c.pos}, {c.table}, {c.nb}, "
+              f"{c.slot_floats}, {int(a['ring'])}, "
               f"{float(a['scale'])!r}, "
               f"{int(a['window'])}, {float(a['softcap'])!r}, {c.addr(n.outputs[0])}, sb, "
               f"tid, nth)")
@@ -143,9 +152,8 @@ def kernel_globals() -> dict:
     g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, layernorm=K.layernorm,
              act_rows=K.act_rows, rope=K.rope, kv_store=K.kv_store,
              attention=K.attention, mul_act=K.mul_act, add=K.add, scale=K.scale)
-    from .intrinsics import barrier, stamp
-    g["barrier"] = barrier
-    g["stamp"] = stamp
+    from .intrinsics import barrier, stamp, unit_enter, unit_leave
+    g.update(barrier=barrier, stamp=stamp, unit_enter=unit_enter, unit_leave=unit_leave)
     return g
 
 
@@ -169,7 +177,7 @@ def call_labels(graph) -> list:
 class _NoAddresses(Ctx):
     """A renderer context that only counts calls."""
     def __init__(self):
-        pass
+        super().__init__(None, None, None)
 
     def addr(self, t):
         return "0"
@@ -178,13 +186,51 @@ class _NoAddresses(Ctx):
         return "0"
 
 
+def _unit_code(units, node_units) -> list:
+    """Per kernel-call boundary, the offload statements to put there: (call index, code).
+    Entering a unit reads the next one ahead; leaving it (after its barrier) drops it."""
+    runs, order, ctl = units["runs"], units["order"], units["ctl"]
+
+    def enter(u):
+        nxt = order[(order.index(u) + 1) % len(order)]
+        k, off, nb = runs[nxt]
+        return f"unit_enter(ab + {ctl}, {k}, wb, {off}, {nb}, tid)"
+
+    def leave(u):
+        k, off, nb = runs[u]
+        return f"unit_leave(ab + {ctl}, {k}, wb, {off}, {nb}, tid)"
+
+    out = []
+    current = None
+    for i, u in enumerate(node_units):
+        if u is None or u not in runs or u == current:
+            continue  # unit-less nodes (shared tables, no weights) keep the current unit
+        if current is not None:
+            out.append((i, leave(current)))
+        out.append((i, enter(u)))
+        current = u
+    if current is not None:
+        out.append((len(node_units), leave(current)))
+    return out
+
+
 def render_step(graph, plan, weight_offsets, state_offsets, name: str, fixed_n=None,
-                profile=False) -> str:
+                profile=False, batch=None, units=None) -> str:
     """Source of the step's parts `def {name}_partK(wb, ab, kb, sb, n, pos, tid, nth, sync)`,
     which the build compiles separately and calls in order from one native entry. With
-    `fixed_n` the token count is a constant so LLVM specialises the kernels (decode: n = 1)."""
-    c = Ctx(plan, weight_offsets, state_offsets)
-    calls = [call for node in graph.nodes for call in RENDERERS[node.op](c, node)]
+    `fixed_n` the token count is a constant so LLVM specialises the kernels (decode: n = 1).
+    With `batch` = (max rows, floats per sequence's cache) each row is its own sequence.
+    With `units` (runs, order, ctl, node_units) the step streams offloaded units."""
+    c = Ctx(plan, weight_offsets, state_offsets, batch)
+    calls, first_call = [], []
+    for node in graph.nodes:
+        first_call.append(len(calls))
+        calls += RENDERERS[node.op](c, node)
+    extra: dict = {}
+    if units is not None and units["runs"]:
+        for node_i, code in _unit_code(units, units["node_units"]):
+            at = first_call[node_i] if node_i < len(first_call) else len(calls)
+            extra.setdefault(at, []).append(code)
     args = ", ".join(STEP_ARGS)
     out = []
     for k in range(0, len(calls), PART_CALLS):
@@ -194,9 +240,12 @@ def render_step(graph, plan, weight_offsets, state_offsets, name: str, fixed_n=N
         if profile and k == 0:
             out.append("    stamp(sync, 0, tid)")
         for i, call in enumerate(calls[k:k + PART_CALLS]):
+            out += [f"    {code}" for code in extra.get(k + i, [])]
             out.append(f"    {call}")
             out.append("    barrier(sync, nth)")
             if profile:  # slot j + 1: the cycle counter once call j (and its barrier) is done
                 out.append(f"    stamp(sync, {k + i + 1}, tid)")
+        if k + PART_CALLS >= len(calls):
+            out += [f"    {code}" for code in extra.get(len(calls), [])]
         out.append("    return 0\n")
     return "\n".join(out) + "\n"

@@ -1,0 +1,140 @@
+"""Memory as a promise: layer streaming under --max-memory, the refusal below the smallest
+budget, the compile-time default, no allocation per step, and a load that maps rather than
+reads.
+
+Peak RSS is read from the kernel (VmHWM) in a fresh subprocess per run. The fixed overhead
+(the interpreter, numpy, tokenizers, the artefact's code) is measured first: the all-resident
+run's peak minus what the plan says it holds. A streamed run must then peak under its budget
+plus that overhead (plus 4 MiB for allocator and page-table slack, measured at ~1 MiB here).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import ingot
+
+MiB = 2**20
+pytestmark = pytest.mark.xdist_group("offload")  # one worker compiles the model once
+WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import ingot
+    def hwm():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) * 1024
+    art, budget = sys.argv[1], None if sys.argv[2] == "none" else int(sys.argv[2])
+    before = hwm()
+    m = ingot.load(art, threads=1, max_memory=budget)
+    after_load = hwm()
+    logits = m.prefill(list(range(2, 14)))
+    toks = []
+    for _ in range(16):
+        toks.append(int(np.argmax(logits)))
+        logits = m.decode(toks[-1])
+    print(json.dumps({"tokens": toks, "peak": hwm(), "before": before, "after_load": after_load,
+                      "needed": m.memory_needed(1), "streamed": m.streamed_units}))
+""")
+
+
+def run_worker(art, budget=None) -> dict:
+    out = subprocess.run([sys.executable, "-c", WORKER, str(art), str(budget or "none")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    """A 12-layer random Llama whose weights (~41 MiB in f32) dwarf everything else."""
+    import torch
+    import transformers
+    from tiny_models import save_model
+    cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=768,
+                                   num_hidden_layers=12, num_attention_heads=4,
+                                   num_key_value_heads=2, max_position_embeddings=128,
+                                   tie_word_embeddings=False, bos_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    folder = save_model(model.float(), tmp_path_factory.mktemp("deep"))
+    out = tmp_path_factory.mktemp("deep-art")
+    return ingot.compile(folder, out / "deep.ingot", dtype="f32", max_seq_len=128)
+
+
+def test_streamed_layers_give_the_same_tokens_under_a_third_of_the_memory(deep):
+    resident = run_worker(deep)
+    overhead = resident["peak"] - resident["needed"]
+    budget = resident["needed"] // 3
+    streamed = run_worker(deep, budget)
+    assert len(streamed["streamed"]) >= 9  # most layers come from the file each step
+    assert streamed["tokens"] == resident["tokens"]
+    assert streamed["peak"] <= budget + overhead + 4 * MiB, (
+        f"peak {streamed['peak'] / MiB:.1f} MiB over budget {budget / MiB:.1f} + overhead "
+        f"{overhead / MiB:.1f} MiB")
+    # Loading maps the file: nothing of the weights is read until a step needs it.
+    assert resident["after_load"] - resident["before"] < 8 * MiB
+
+
+def test_a_budget_below_one_streamed_unit_is_refused_with_the_smallest_that_works(deep):
+    with ingot.load(deep) as m:
+        needed = m.memory_needed(1)
+    with pytest.raises(ingot.IngotError, match=r"smallest budget that works is ([\d.]+) MiB") \
+            as err:
+        ingot.load(deep, threads=1, max_memory="4MiB")
+    smallest = float(err.value.args[0].split("works is ")[1].split(" MiB")[0])
+    with ingot.load(deep, threads=1, max_memory=int((smallest + 0.1) * MiB)) as m:
+        assert len(m.streamed_units) == len(m.plan["units"])  # everything streams, and runs
+        m.prefill([2, 3, 4])
+    with ingot.load(deep, threads=1, max_memory=needed) as m:
+        assert m.streamed_units == []
+
+
+def test_the_compile_time_budget_is_the_default(deep, tmp_path):
+    from ingot.cli import main
+    art = tmp_path / "hinted.ingot"
+    src = ingot.load(deep)
+    budget = src.memory_needed(1) // 2
+    src.close()
+    assert main(["compile", "--from-uqff", str(deep), "-o", str(art), "--max-seq-len", "128",
+                 "--max-memory", str(budget)]) == 0
+    with ingot.load(art, threads=1) as m:
+        assert m.max_memory == budget and m.streamed_units
+    assert main(["inspect", str(art)]) == 0
+
+
+def test_decode_allocates_nothing_after_load(deep):
+    """100 decode steps: no net growth in Python-visible memory, and no buffer the size of an
+    activation or a logits row made per step (numpy reports its allocations to tracemalloc)."""
+    with ingot.load(deep, threads=1) as m:
+        tokens = [int(t) for t in np.random.default_rng(0).integers(2, m.vocab_size, 101)]
+        m.prefill_view(list(range(2, 10)))
+        m.decode_view(tokens[0])  # first-call costs (ctypes argument conversion caches)
+        tracemalloc.start()
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for t in tokens[1:]:
+            m.decode_view(t)
+        now, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert now - base < 1024, f"grew by {now - base} bytes over 100 steps"
+    assert peak - base < 4 * 1000, f"a step allocated {peak - base} bytes at once"
+
+
+def test_device_maps_that_name_a_gpu_fail_before_loading(deep, capsys):
+    """-n with mistral.rs' syntax: all-CPU maps run; a GPU layer is one clear error."""
+    from ingot.cli import main
+    assert main(["run", str(deep), "-n", "cpu:*", "-p", "hi", "--raw", "--max-tokens", "2",
+                 "--max-memory", "30MiB"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(deep), "-n", "0:4;cpu:*", "-p", "hi", "--raw"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layers 0-3 are mapped to cuda:0" in err[0]
+    assert main(["run", str(deep), "-n", "0:99", "-p", "hi"]) == 1
+    assert "the model has 12" in capsys.readouterr().err
