@@ -33,3 +33,12 @@ def default_model_path() -> pathlib.Path:
             if tmp.exists():
                 tmp.unlink()
     return path
+
+
+def artefact_for(model=None, **compile_opts) -> pathlib.Path:
+    """An artefact for tools: `model` itself when it is one (.ingot), else `model` (a GGUF or
+    folder; the default model when None) compiled into the user cache with `compile_opts`."""
+    if model is not None and str(model).endswith(".ingot"):
+        return pathlib.Path(model)
+    from . import compile as compile_model
+    return compile_model(default_model_path() if model is None else model, **compile_opts)

@@ -54,16 +54,10 @@ def run_worker(art, budget=None) -> dict:
 @pytest.fixture(scope="module")
 def deep(tmp_path_factory):
     """A 12-layer random Llama whose weights (~41 MiB in f32) dwarf everything else."""
-    import torch
-    import transformers
-    from tiny_models import save_model
-    cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=768,
-                                   num_hidden_layers=12, num_attention_heads=4,
-                                   num_key_value_heads=2, max_position_embeddings=128,
-                                   tie_word_embeddings=False, bos_token_id=0, eos_token_id=1)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    folder = save_model(model.float(), tmp_path_factory.mktemp("deep"))
+    from tiny_models import build_model, save_model
+    model = build_model("llama", vocab_size=1000, hidden_size=256, intermediate_size=768,
+                        num_hidden_layers=12, head_dim=64, max_position_embeddings=128)
+    folder = save_model(model, tmp_path_factory.mktemp("deep"))
     out = tmp_path_factory.mktemp("deep-art")
     return ingot.compile(folder, out / "deep.ingot", dtype="f32", max_seq_len=128)
 

@@ -44,12 +44,8 @@ def main(argv=None) -> int:
 
     import ingot
     from ingot.runtime.offload import fixed_bytes
-    path = args.model
-    if path is None or not str(path).endswith(".ingot"):
-        if path is None:
-            from ingot.default_model import default_model_path
-            path = default_model_path()
-        path = ingot.compile(path, max_seq_len=args.max_seq_len)
+    from ingot.default_model import artefact_for
+    path = artefact_for(args.model, max_seq_len=args.max_seq_len)
     with ingot.load(path) as m:
         plan = m.plan
     units = plan["units"]

@@ -23,12 +23,8 @@ def main(argv=None) -> int:
     import ingot
     from ingot.runtime.engine import Engine, Request
     from ingot.runtime.sampling import SamplingParams
-    path = args.model
-    if path is None or not str(path).endswith(".ingot"):
-        if path is None:
-            from ingot.default_model import default_model_path
-            path = default_model_path()
-        path = ingot.compile(path, max_seq_len=args.max_seq_len, max_batch=2)
+    from ingot.default_model import artefact_for
+    path = artefact_for(args.model, max_seq_len=args.max_seq_len, max_batch=2)
     for th in (int(t) for t in args.threads.split(",")):
         with ingot.load(path, threads=th) as m:
             rng = np.random.default_rng(0)

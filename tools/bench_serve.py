@@ -48,12 +48,8 @@ def main(argv=None) -> int:
 
     import ingot
     from openai import OpenAI
-    path = args.model
-    if path is None or not path.endswith(".ingot"):
-        if path is None:
-            from ingot.default_model import default_model_path
-            path = default_model_path()
-        path = ingot.compile(path, max_seq_len=args.max_seq_len, max_batch=max(streams))
+    from ingot.default_model import artefact_for
+    path = artefact_for(args.model, max_seq_len=args.max_seq_len, max_batch=max(streams))
     model = ingot.load(path, threads=args.threads)
     if model.max_batch < max(streams):
         sys.exit(f"{path} has {model.max_batch} sequence slots; compile with --max-batch "
