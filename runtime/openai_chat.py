@@ -7,7 +7,7 @@ import json
 import time
 
 from ..errors import IngotError
-from .server import APIError, _Choice, _new_id, merged, sse, watch_disconnect
+from .server import APIError, Choice, new_id, merged, sse, watch_disconnect
 
 
 def _template_messages(req) -> list:
@@ -131,9 +131,9 @@ async def chat_completions(srv, req, http):
     handles = srv.submit(ids, req, max_tokens, top,
                          _constraint_factory(srv, req, tools, choice_mode))
     use_tools = tools is not None and choice_mode != "none"
-    choices = [_Choice(i, h, srv.model.tokenizer, req.stop, req.logprobs, keep_special=use_tools)
+    choices = [Choice(i, h, srv.model.tokenizer, req.stop, req.logprobs, keep_special=use_tools)
                for i, h in enumerate(handles)]
-    rid, created = _new_id("chatcmpl"), int(time.time())
+    rid, created = new_id("chatcmpl"), int(time.time())
 
     def chunk(index, delta, lp=None, finish=None):
         return {"id": rid, "object": "chat.completion.chunk", "created": created,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .server import APIError, _Choice, _new_id, merged, sse, watch_disconnect
+from .server import APIError, Choice, new_id, merged, sse, watch_disconnect
 
 
 def _prompts(srv, prompt) -> list:
@@ -47,12 +47,12 @@ async def completions(srv, req, http):
     if req.echo or req.suffix or (req.best_of not in (None, 1)):
         raise APIError(400, "echo, suffix and best_of are not supported", param="echo")
     prompts = _prompts(srv, req.prompt)
-    rid, created = _new_id("cmpl"), int(time.time())
+    rid, created = new_id("cmpl"), int(time.time())
     choices = []
     for p_i, ids in enumerate(prompts):
         max_tokens = srv.budget(len(ids), req.max_tokens if req.max_tokens is not None else 16)
         handles = srv.submit(ids, req, max_tokens, req.logprobs)
-        choices += [(_Choice(p_i * req.n + i, h, srv.model.tokenizer, req.stop,
+        choices += [(Choice(p_i * req.n + i, h, srv.model.tokenizer, req.stop,
                              req.logprobs is not None), len(ids))
                     for i, h in enumerate(handles)]
     n_prompt = sum(n for _, n in choices[::req.n])

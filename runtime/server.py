@@ -35,7 +35,7 @@ class APIError(Exception):
             status, message, param, code, kind
 
 
-def _new_id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
@@ -56,7 +56,7 @@ async def _events(handle):
         yield ev
 
 
-class _Choice:
+class Choice:
     """One generated choice: text pieces (stop strings applied) and logprob entries."""
 
     def __init__(self, index: int, handle, tokenizer, stops, logprobs: bool,
