@@ -162,11 +162,17 @@ class Constraint:
         self.eos_ids = _eos_list(tokenizer, eos_ids)
         self._own_eos = list(self._llt.eos_tokens)
         self._ended = False
+        self._mask = None  # the allowed-token mask, reused step to step
         self.error: str | None = None  # set if a token the grammar refuses was consumed
 
     def allowed(self, vocab_size: int) -> np.ndarray:
         m = self._matcher
-        mask = np.zeros(vocab_size, dtype=bool)
+        # One mask per constraint, refilled each step (the engine reads it before the next).
+        mask = self._mask
+        if mask is None or mask.size != vocab_size:
+            mask = self._mask = np.zeros(vocab_size, dtype=bool)
+        else:
+            mask[:] = False
         if not (self._ended or m.is_stopped()):
             bits = np.unpackbits(np.frombuffer(m.compute_bitmask(), dtype=np.uint8),
                                  bitorder="little")

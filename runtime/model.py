@@ -176,8 +176,11 @@ class Model:
         n = ids.size
         if n == 0 or n > self.max_batch:
             raise IngotError(f"a batch holds 1..{self.max_batch} sequences, not {n}")
-        for t, p in zip(ids, positions):
-            self._check_tokens(np.asarray([t]), int(p))
+        self._check_tokens(ids, 0)  # the vocabulary
+        last = max(int(p) for p in positions)
+        if last >= self.max_seq_len:
+            raise IngotError(f"context overflow: {last} + 1 tokens exceed the compiled "
+                             f"max_seq_len {self.max_seq_len}")
         if len(set(int(s) for s in slots)) != n:
             raise IngotError("a batch cannot hold the same sequence slot twice")
         for s in slots:

@@ -2,12 +2,11 @@
 output constrained by a grammar; tool calls in the model family's format, parsed back."""
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 from ..errors import IngotError
-from .server import APIError, Choice, new_id, merged, sse, watch_disconnect
+from .server import APIError, Choice, answering, merged, new_id, sse
 
 
 def _template_messages(req) -> list:
@@ -183,17 +182,13 @@ async def chat_completions(srv, req, http):
         return sse(all_chunks())
 
     out = []
-    watcher = asyncio.create_task(watch_disconnect(http, choices))
-    try:
+    async with answering(http, choices):
         for c in choices:
-            text, entries = [], []
-            async for piece, lps in c.pieces():
-                text.append(piece)
-                entries += lps
-            message = {"role": "assistant", "content": "".join(text)}
+            text, entries = await c.collect()
+            message = {"role": "assistant", "content": text}
             finish = c.finish_reason
             if use_tools:
-                content, calls = _tool_calls(srv, message["content"], tools)
+                content, calls = _tool_calls(srv, text, tools)
                 if calls:
                     message = {"role": "assistant", "content": content or None,
                                "tool_calls": calls}
@@ -202,10 +197,6 @@ async def chat_completions(srv, req, http):
                         "logprobs": {"content": [_lp_entry(c, *e) for e in entries]}
                         if c.want_logprobs else None,
                         "finish_reason": finish})
-    finally:
-        watcher.cancel()
-        for c in choices:
-            c.handle.cancel()
     body = {"id": rid, "object": "chat.completion", "created": created, "model": srv.model_id,
             "choices": out, "usage": srv.usage(choices, len(ids))}
     log({"response": body})

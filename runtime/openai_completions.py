@@ -1,10 +1,9 @@
 """`POST /v1/completions`: plain-text prompts, streamed or not."""
 from __future__ import annotations
 
-import asyncio
 import time
 
-from .server import APIError, Choice, new_id, merged, sse, watch_disconnect
+from .server import APIError, Choice, answering, merged, new_id, sse
 
 
 def _prompts(srv, prompt) -> list:
@@ -90,21 +89,13 @@ async def completions(srv, req, http):
         return sse(all_chunks())
 
     out = []
-    watcher = asyncio.create_task(watch_disconnect(http, plain))
-    try:
+    async with answering(http, plain):
         for choice in plain:
-            text, entries = [], []
-            async for piece, lps in choice.pieces():
-                text.append(piece)
-                entries += lps
-            out.append({"index": choice.index, "text": "".join(text),
+            text, entries = await choice.collect()
+            out.append({"index": choice.index, "text": text,
                         "logprobs": _logprobs_block(choice, entries, 0)
                         if choice.want_logprobs else None,
                         "finish_reason": choice.finish_reason})
-    finally:
-        watcher.cancel()
-        for c in plain:
-            c.handle.cancel()
     body = {"id": rid, "object": "text_completion", "created": created, "model": srv.model_id,
             "choices": out, "usage": srv.usage(plain, n_prompt)}
     srv.log({"time": time.time(), "path": "/v1/completions", "id": rid,

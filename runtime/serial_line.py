@@ -287,20 +287,21 @@ class _SerialServer:
             e.rid = rid
             raise
 
-    def on_ping(self, msg, rid) -> None:
-        extra = set(msg) - {"ping", "id"}
+    @staticmethod
+    def _control(msg, key: str) -> None:
+        """A ping or a cancel: only `key` (which must be true) and the id."""
+        extra = set(msg) - {key, "id"}
         if extra:
-            raise _BadLine(f"unknown field '{sorted(extra)[0]}' in a ping")
-        if msg["ping"] is not True:
-            raise _BadLine("ping must be true")
+            raise _BadLine(f"unknown field '{sorted(extra)[0]}' in a {key}")
+        if msg[key] is not True:
+            raise _BadLine(f"{key} must be true")
+
+    def on_ping(self, msg, rid) -> None:
+        self._control(msg, "ping")
         self.send({"event": "pong"} if "id" not in msg else {"id": rid, "event": "pong"})
 
     def on_cancel(self, msg, rid) -> None:
-        extra = set(msg) - {"cancel", "id"}
-        if extra:
-            raise _BadLine(f"unknown field '{sorted(extra)[0]}' in a cancel")
-        if msg["cancel"] is not True:
-            raise _BadLine("cancel must be true")
+        self._control(msg, "cancel")
         if rid is None:
             raise _BadLine("cancel needs the id of a running request")
         with self.jobs_lock:

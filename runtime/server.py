@@ -8,6 +8,7 @@ requests get an OpenAI-style JSON error with a 4xx status and the server keeps s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import threading
@@ -91,6 +92,14 @@ class Choice:
             raise APIError(500, f"generation failed: {self.handle.error}", kind="server_error")
         if self.finish_reason is None:
             self.finish_reason = "length" if self.handle.finish_reason == "length" else "stop"
+
+    async def collect(self) -> tuple:
+        """The whole answer of a non-streamed request: (text, logprob entries)."""
+        text, entries = [], []
+        async for piece, lps in self.pieces():
+            text.append(piece)
+            entries += lps
+        return "".join(text), entries
 
 
 class _StatusCounter:
@@ -297,6 +306,18 @@ class BackgroundServer:
     def close(self) -> None:
         self._srv.should_exit = True
         self._thread.join(timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def answering(http, choices):
+    """Around a non-streamed answer: its requests end with it, or when the client leaves."""
+    watcher = asyncio.create_task(watch_disconnect(http, choices))
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        for c in choices:
+            c.handle.cancel()
 
 
 def sse(chunks):
