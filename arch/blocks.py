@@ -70,8 +70,8 @@ def attention(b: GraphBuilder, x, i: int, spec: ModelSpec, max_seq: int, rope_ca
     # token of the chunk can see survives that chunk's own writes), not the whole context.
     w = layer.sliding_window
     ring = min(max_seq, w + b.chunk - 1) if w else max_seq
-    kc = b.state(f"{p}.k_cache", KV * D, ring)
-    vc = b.state(f"{p}.v_cache", KV * D, ring)
+    kc = b.state(f"{p}.k_cache", KV * D, ring, b.kv_cache)
+    vc = b.state(f"{p}.v_cache", KV * D, ring, b.kv_cache)
     o = b.emit(Op.ATTENTION, [q, k, v], H * D, f"{p}.sdpa",
                states={"k_cache": kc, "v_cache": vc}, n_heads=H, n_kv_heads=KV, head_dim=D,
                scale=spec.scale, window=w, softcap=spec.attn_softcap, ring=ring)

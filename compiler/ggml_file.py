@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import IngotError
 from ..quant.registry import by_gguf_type
+from .gguf_file import read_rows_raw, rows_f32
 
 MAGICS = {b"tjgg": "ggjt", b"fmgg": "ggmf", b"lmgg": "ggml (unversioned)", b"GGUF": "GGUF"}
 HPARAMS = ("n_vocab", "n_embd", "n_mult", "n_head", "n_layer", "n_rot", "ftype")
@@ -30,14 +31,22 @@ GGJT_TYPES = (0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14)
 
 
 class GGMLTensor:
-    """A tensor as stored: `shape` in [rows, K] order, `qtype` the storage type name."""
+    """A tensor as stored: `shape` in [rows, K] order, `qtype` the storage type name; `offset`
+    is where its data start in the file (row ranges are read from there, as for GGUF)."""
 
-    def __init__(self, path, name, shape, fmt, data):
+    def __init__(self, path, name, shape, fmt, data, offset=None):
         self.path, self.name, self.shape, self.fmt, self._data = path, name, shape, fmt, data
         self.qtype = fmt.name
+        self.offset = offset
 
     def raw(self) -> np.ndarray:
         return self._data
+
+    def raw_rows(self, r0: int, r1: int) -> np.ndarray:
+        return read_rows_raw(self, r0, r1)
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        return rows_f32(self, self.raw_rows(r0, r1))
 
     def read_f32(self) -> np.ndarray:
         k = self.shape[-1]
@@ -131,5 +140,6 @@ def _read_tensor(cur: _Cursor) -> GGMLTensor:
                          f"number of {fmt.name} blocks ({fmt.block_size})")
     shape = tuple(reversed(dims))  # innermost first on disk -> [rows, K]
     cur.take(-cur.pos % ALIGN, f"the padding of tensor '{name}'")
+    offset = cur.pos
     data = cur.take(fmt.nbytes(shape), f"tensor '{name}'")
-    return GGMLTensor(path, name, shape, fmt, data)
+    return GGMLTensor(path, name, shape, fmt, data, offset)

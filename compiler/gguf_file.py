@@ -82,22 +82,54 @@ class _Cursor:
 
 
 class GGUFTensor:
-    """A tensor as stored: `shape` in [rows, K] order, `qtype` the storage type name."""
+    """A tensor as stored: `shape` in [rows, K] order, `qtype` the storage type name.
 
-    def __init__(self, path, name, shape, fmt, data):
+    `raw()` is a view of the file's memory map; `raw_rows` / `read_rows` read a run of rows
+    from the file instead (`offset`: where the data start), so that copying a large model's
+    tensors leaves no mapped pages behind to count in the compiler's memory.
+    """
+
+    def __init__(self, path, name, shape, fmt, data, offset=None):
         self.path, self.name, self.fmt = path, name, fmt
         self.qtype = fmt.name
         self.shape = shape
         self._data = data
+        self.offset = offset
 
     def raw(self) -> np.ndarray:
         return self._data
+
+    def raw_rows(self, r0: int, r1: int) -> np.ndarray:
+        return read_rows_raw(self, r0, r1)
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        return rows_f32(self, self.raw_rows(r0, r1))
 
     def read_f32(self) -> np.ndarray:
         k = self.shape[-1]
         rows = int(np.prod(self.shape[:-1])) if len(self.shape) > 1 else 1
         data = self.raw().reshape(rows, self.fmt.row_bytes(k))
         return self.fmt.dequantize(data).reshape(self.shape).astype(np.float32, copy=False)
+
+
+def read_rows_raw(t, r0: int, r1: int) -> np.ndarray:
+    """Stored bytes of rows [r0, r1) of a GGUF/GGML tensor `t` (a vector is one row): read from
+    `t.path` at `t.offset` (a copy, bounded by the rows asked for), or sliced from `t.raw()`
+    when the offset is not known."""
+    rb = t.fmt.row_bytes(t.shape[-1])
+    if t.offset is None:
+        return np.array(t.raw()[r0 * rb:r1 * rb])
+    n = (r1 - r0) * rb
+    data = np.fromfile(t.path, np.uint8, count=n, offset=t.offset + r0 * rb)
+    if data.size != n:
+        raise IngotError(f"{t.path} is truncated: tensor '{t.name}' ends early")
+    return data
+
+
+def rows_f32(t, raw: np.ndarray) -> np.ndarray:
+    """Stored rows of `t` -> float32 [rows, K]."""
+    rb = t.fmt.row_bytes(t.shape[-1])
+    return t.fmt.dequantize(raw.reshape(-1, rb)).astype(np.float32, copy=False)
 
 
 def _parse(buf, path) -> tuple[dict, list, int]:
@@ -159,7 +191,7 @@ def read_gguf(path) -> tuple[dict, dict]:
             raise IngotError(f"{path} is truncated: tensor '{name}' needs {want} bytes at "
                              f"offset {offset}")
         extents.append((offset, want, name))
-        tensors[name] = GGUFTensor(path, name, shape, fmt, mm[at:at + want])
+        tensors[name] = GGUFTensor(path, name, shape, fmt, mm[at:at + want], at)
     extents.sort()
     for (a, n, name), (b, _, nxt) in zip(extents, extents[1:]):
         if a + n > b:

@@ -14,6 +14,27 @@ from typing import Any, Callable, Optional
 
 T = "T"  # the symbolic row count: tokens in this step
 
+# KV cache storage types. A cached row (one position's keys or values, heads side by side)
+# is stored as f32, f16, or q8_0: GGUF's Q8_0 numbers (int8 quants, an f16 scale per block of
+# 32) with the blocks cut along each head, a head's last block holding head_dim % 32 values
+# when head_dim is not a multiple of 32 (no padding); the row's quants come first, then its
+# scales (2-byte aligned).
+KV_TYPES = ("f32", "f16", "q8_0")
+KV_BLOCK = 32
+
+
+def kv_row_layout(dtype: str, heads: int, head_dim: int) -> tuple:
+    """(bytes of one cached row, byte offset of its scales; 0 for float types)."""
+    width = heads * head_dim
+    if dtype == "f32":
+        return 4 * width, 0
+    if dtype == "f16":
+        return 2 * width, 0
+    if dtype == "q8_0":
+        scales_at = (width + 1) // 2 * 2
+        return scales_at + 2 * heads * ((head_dim + KV_BLOCK - 1) // KV_BLOCK), scales_at
+    raise ValueError(f"unknown KV cache type {dtype!r}")
+
 
 class Op(enum.Enum):
     EMBED = "embed"              # tokens -> rows of the embedding table (times a scale)
@@ -123,9 +144,10 @@ class GraphBuilder:
     """
 
     def __init__(self, get_weight: Callable[[str, tuple, bool], Optional[Weight]],
-                 chunk: int = 1 << 30):
+                 chunk: int = 1 << 30, kv_cache: str = "f32"):
         self._get_weight = get_weight
         self.chunk = chunk  # the most tokens one step takes (prefill chunk)
+        self.kv_cache = kv_cache  # storage type of KV cache states (KV_TYPES)
         self.nodes: list = []
         self.inputs: dict = {}
         self.outputs: dict = {}
@@ -147,8 +169,8 @@ class GraphBuilder:
         self.inputs[name] = t
         return t
 
-    def state(self, name: str, cols: int, rows: int) -> Tensor:
-        t = Tensor(name, rows, cols, "state")
+    def state(self, name: str, cols: int, rows: int, dtype: str = "f32") -> Tensor:
+        t = Tensor(name, rows, cols, "state", dtype)
         self.states.append(t)
         return t
 

@@ -20,14 +20,15 @@ from ..errors import IngotError
 from ..quant.policy import Policy, load_policy, parse_isq
 from ..runtime.artefact import PAGE, ArtefactWriter
 from .check import outputs_match
-from .ir import Op
+from .ir import KV_TYPES, Op, kv_row_layout
 from .batch import batch_graph
 from .memplan import plan_memory
+from .native_vocab import native_vocab_sections
 from .units import assign_units, layout_weights, node_units
 from .passes import run_passes
 from .source import ModelSource, open_source
 from .trace import trace
-from .weights import weight_nbytes, weight_raw
+from .weights import weight_nbytes, weight_raw_chunks
 
 _DTYPE_NAMES = {"f32": "f32", "float32": "f32", "fp32": "f32", "f16": "f16", "float16": "f16",
                 "fp16": "f16", "half": "f16", "bf16": "bf16", "bfloat16": "bf16"}
@@ -40,6 +41,25 @@ def _dtype(requested):
     if str(requested).lower() not in _DTYPE_NAMES:
         raise IngotError(f"unsupported --dtype '{requested}' (use f32, f16 or bf16)")
     return _DTYPE_NAMES[str(requested).lower()]
+
+
+def _kv_cache(requested) -> str:
+    name = str(requested or "f32").lower()
+    if name not in KV_TYPES:
+        raise IngotError(f"unsupported --kv-cache '{requested}' (use {', '.join(KV_TYPES)})")
+    return name
+
+
+def _state_row_bytes(graph) -> dict:
+    """Bytes of one row (one position's keys or values) of each state, from its storage type
+    and the heads of the attention that reads it."""
+    rows = {id(s): 4 * s.cols for s in graph.states}
+    for n in graph.nodes:
+        if n.op is Op.ATTENTION:
+            for s in n.states.values():
+                rows[id(s)] = kv_row_layout(s.dtype, n.attrs["n_kv_heads"],
+                                            n.attrs["head_dim"])[0]
+    return rows
 
 
 _CODE_DIGEST: list = []
@@ -138,7 +158,7 @@ FLOAT_TYPES = ("f32", "f16", "bf16", "iq4_nl", "mxfp4")
 def compile_model(model, output=None, *, dtype=None, isq=None, target="host", max_seq_len=4096,
                   prefill_chunk=128, verify_passes=False, progress=False, format=None,
                   file=None, tokenizer=None, quant_policy=None, chat_template=None,
-                  profile=False, max_batch=1, max_memory=None, **opts):
+                  profile=False, max_batch=1, max_memory=None, kv_cache="f32", **opts):
     if opts:
         raise IngotError(f"unknown compile option(s): {', '.join(sorted(opts))}")
     from ..targets.cpu.host import resolve_target
@@ -162,6 +182,7 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         raise IngotError("--max-seq-len must be at least 1")
     chunk = max(1, min(int(prefill_chunk), max_seq))
     max_batch = int(max_batch)
+    kv = _kv_cache(kv_cache)
     if max_memory is not None:
         from ..runtime.model import parse_bytes
         max_memory = parse_bytes(max_memory)
@@ -173,7 +194,8 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
                           max_seq=max_seq, chunk=chunk, target=tgt.describe(),
                           template=template, **({"profile": True} if profile else {}),
                           **({"max_batch": max_batch} if max_batch > 1 else {}),
-                          **({"max_memory": max_memory} if max_memory else {}))
+                          **({"max_memory": max_memory} if max_memory else {}),
+                          **({"kv_cache": kv} if kv != "f32" else {}))
         output = default_cache_dir() / f"{src.name}-{key}.ingot"
         if output.exists():
             return output
@@ -190,7 +212,7 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         bar.set_postfix_str(name)
         bar.update(1)
 
-    graph = trace(src, Policy(dt, isq_type, table), max_seq=max_seq, chunk=chunk)
+    graph = trace(src, Policy(dt, isq_type, table), max_seq=max_seq, chunk=chunk, kv_cache=kv)
     phase("passes")
     verify = (lambda a, b, name: outputs_match(a, b, name, vocab=spec.vocab_size)) \
         if verify_passes else None
@@ -203,14 +225,15 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     unit_order, owner = assign_units(graph)
     w_off, w_size, runs = layout_weights(weights, owner, unit_order, weight_nbytes,
                                          WEIGHT_ALIGN)
-    s_off, s_size = _layout(graph.states, lambda s: s.rows * s.cols * 4, 64)
+    state_row = _state_row_bytes(graph)
+    s_off, s_size = _layout(graph.states, lambda s: s.rows * state_row[id(s)], 64)
     s_size = (s_size + 63) // 64 * 64  # sequence slots stay aligned
     linears = [n.weights["w"] for n in graph.nodes if n.op is Op.LINEAR]
     max_k = max((w.shape[1] for w in linears), default=0)
     # Per thread: attention scores (max_seq floats), a widened weight row (max_k floats), or a
     # chunk of activations quantized to 8 bits for the integer-dot kernels (block types).
     q8_k = max((w.shape[1] for w in linears if w.dtype not in FLOAT_TYPES), default=0)
-    q8_rows = chunk * (q8_k + q8_k // 32 * 4 + q8_k // 16 * 4)
+    q8_rows = chunk * ((q8_k + 127) // 128 * 176)  # q8_kernels.q8_row_bytes
     # Attention keeps the scores of up to ATTN_MAX_GROUP heads that share a kv head.
     from ..targets.cpu.kernels import ATTN_MAX_GROUP, ATTN_MAX_HEAD_DIM
     attn = [n.attrs for n in graph.nodes if n.op is Op.ATTENTION]
@@ -230,9 +253,10 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         bgraph = batch_graph(graph)
         bplan = plan_memory(bgraph, max_batch)
         arena = max(arena, bplan.arena_size)
-    # The offload control words (one per unit: 1 resident, 0 streamed) follow the activations.
+    # The offload control words (one per unit: 1 resident, 0 streamed) and the read-ahead
+    # signal words (eventfd, wanted unit, 1) follow the activations.
     ctl = (arena + 63) // 64 * 64
-    arena = ctl + (8 * len(runs) + 63) // 64 * 64
+    arena = ctl + (8 * (len(runs) + 3) + 63) // 64 * 64
     unit_runs = {u: (k, off, nb) for k, (u, off, nb) in enumerate(runs)}
 
     def units_for(g):
@@ -245,7 +269,7 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     batch = {}
     if bgraph is not None:
         sources["batch"] = render_step(bgraph, bplan, w_off, s_off, "batch", profile=profile,
-                                       batch=(max_batch, s_size // 4), units=units_for(bgraph))
+                                       batch=(max_batch, s_size), units=units_for(bgraph))
         entries["batch"] = "ingot_batch"
         bl = bgraph.outputs["logits"]
         batch = {"batch_tokens_offset": bplan.offset(bgraph.inputs["tokens"]),
@@ -269,10 +293,14 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         # Offload units (page-aligned runs of the weights section) and their control words.
         "units": [{"name": u, "offset": off, "bytes": nb} for u, off, nb in runs],
         "units_ctl_offset": ctl,
+        "units_signal": True,  # [eventfd, wanted unit, 1] after the control words
         "max_memory_hint": max_memory,  # the load-time budget when none is given
         "decode_read_bytes": _decode_read_bytes(graph, weights),
         # Full-context layers grow by this per token; sliding-window layers hold a fixed ring.
-        "kv_bytes_per_token": sum(s.cols * 4 for s in graph.states if s.rows == max_seq),
+        "kv_bytes_per_token": sum(state_row[id(s)] for s in graph.states if s.rows == max_seq),
+        # The cache's storage type, and one layer's K and V row bytes in it (device_map).
+        "kv_cache": kv,
+        "kv_row_bytes": 2 * max(state_row.values(), default=0),
         "kv_ring_layers": sum(1 for n in graph.nodes
                               if n.op is Op.ATTENTION and n.attrs["ring"] < max_seq),
         "kv_rings": sorted({(n.attrs["ring"], n.attrs["window"]) for n in graph.nodes
@@ -300,17 +328,19 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
             pad = w_off[id(w)] - pos
             if pad:
                 yield b"\0" * pad
-            data = weight_raw(w)
-            yield data.tobytes()
-            pos = w_off[id(w)] + data.nbytes
+            pos = w_off[id(w)]
+            for data in weight_raw_chunks(w):  # runs of rows: memory bounded by the run size
+                yield data.tobytes()
+                pos += data.nbytes
         if w_size > pos:  # the last unit ends on a page too
             yield b"\0" * (w_size - pos)
 
     with ArtefactWriter(output) as aw:
         aw.header = header
+        native = native_vocab_sections(src.artefact_sections(), plan_json)  # skips noted in plan
         aw.add("plan", json.dumps(plan_json, sort_keys=True).encode())
         aw.add("code", code)
-        for name, data in src.artefact_sections().items():
+        for name, data in {**src.artefact_sections(), **native}.items():
             aw.add(name, data)
         if template is not None:
             aw.add("chat_template", json.dumps(template, sort_keys=True).encode())

@@ -36,16 +36,37 @@ class TensorRef:
             raise IngotError(f"{self.file.name}: tensor '{self.name}' is truncated")
         return data
 
+    def _rows_k(self) -> tuple[int, int]:
+        rows = 1
+        for d in self.shape[:-1]:
+            rows *= d
+        return rows, (self.shape[-1] if self.shape else 1)
+
+    def _read(self, np_dtype, first: int, count: int) -> np.ndarray:
+        itemsize = np.dtype(np_dtype).itemsize
+        data = np.fromfile(self.file, dtype=np_dtype, count=count,
+                           offset=self.start + first * itemsize)
+        if data.size != count:
+            raise IngotError(f"{self.file.name}: tensor '{self.name}' is truncated")
+        return data
+
+    def raw_rows(self, r0: int, r1: int) -> np.ndarray:
+        """The stored bytes of rows [r0, r1) (a vector is one row), read from the file."""
+        k = self._rows_k()[1] * np.dtype(_DTYPES[self.dtype][1]).itemsize
+        return self._read(np.uint8, r0 * k, (r1 - r0) * k)
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows [r0, r1) as float32 [r1 - r0, K] (bf16 widened exactly, f16 exactly)."""
+        kind, np_dtype = _DTYPES[self.dtype]
+        k = self._rows_k()[1]
+        raw = self._read(np_dtype, r0 * k, (r1 - r0) * k)
+        if kind == "bf16":
+            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(-1, k)
+        return raw.astype(np.float32).reshape(-1, k)
+
     def read_f32(self) -> np.ndarray:
         """The tensor as float32 (bf16 widened exactly, f16 exactly)."""
-        kind, np_dtype = _DTYPES[self.dtype]
-        count = int(np.prod(self.shape)) if self.shape else 1
-        raw = np.fromfile(self.file, dtype=np_dtype, count=count, offset=self.start)
-        if raw.size != count:
-            raise IngotError(f"{self.file.name}: tensor '{self.name}' is truncated")
-        if kind == "bf16":
-            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(self.shape)
-        return raw.astype(np.float32).reshape(self.shape)
+        return self.read_rows(0, self._rows_k()[0]).reshape(self.shape)
 
 
 def _read_header(path: pathlib.Path) -> dict:

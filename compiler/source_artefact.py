@@ -15,9 +15,12 @@ from .source import ModelSource
 
 
 class ArtefactTensor:
-    """Rows [row0, row0 + rows) of a stored weight."""
+    """Rows [row0, row0 + rows) of a stored weight. `raw()` is a view of the artefact's map;
+    `raw_rows` / `read_rows` read a run of rows from the file (`base`: where the weights section
+    starts), so that recompiling leaves no mapped pages behind."""
 
-    def __init__(self, weights: memoryview, entry: dict, name: str, row0: int, rows: int):
+    def __init__(self, weights: memoryview, entry: dict, name: str, row0: int, rows: int,
+                 path=None, base=None):
         self.name, self.qtype = name, entry["dtype"]
         self.fmt = get_format(self.qtype)
         k = entry["shape"][-1]
@@ -26,9 +29,23 @@ class ArtefactTensor:
         start = entry["offset"] + row0 * rb
         self._bytes = weights[start:start + rows * rb]
         self._rb = rb
+        self.path = path
+        self.offset = None if base is None else base + start
 
     def raw(self) -> np.ndarray:
         return np.frombuffer(self._bytes, np.uint8)
+
+    def raw_rows(self, r0: int, r1: int) -> np.ndarray:
+        n = (r1 - r0) * self._rb
+        if self.offset is None:
+            return np.array(self.raw()[r0 * self._rb:r0 * self._rb + n])
+        data = np.fromfile(self.path, np.uint8, count=n, offset=self.offset + r0 * self._rb)
+        if data.size != n:
+            raise IngotError(f"{self.path}: artefact weights are truncated")
+        return data
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        return self.fmt.dequantize(self.raw_rows(r0, r1).reshape(-1, self._rb))
 
     def read_f32(self) -> np.ndarray:
         rows = self.shape[0] if len(self.shape) > 1 else 1
@@ -49,6 +66,7 @@ def open_artefact(path) -> ModelSource:
     if "tensors" not in plan or "spec" not in plan:
         raise IngotError(f"{path}: this artefact does not record its tensors; recompile it")
     weights = art.section("weights", check=False)
+    base = next(sec["offset"] for sec in art.section_info() if sec["name"] == "weights")
     index = {}
     for e in plan["tensors"]:
         row = 0
@@ -60,7 +78,7 @@ def open_artefact(path) -> ModelSource:
         if role not in index:
             return None
         e, row0, rows = index[role]
-        return ArtefactTensor(weights, e, role, row0, rows)
+        return ArtefactTensor(weights, e, role, row0, rows, path, base)
 
     sections = {n: bytes(art.section(n)) for n in ("tokenizer", "tokenizer_config",
                                                    "generation_config") if art.has(n)}

@@ -12,8 +12,10 @@ from .ir import Graph, GraphBuilder, Weight
 from .source import ModelSource
 
 
-def trace(src: ModelSource, policy: Policy, *, max_seq: int, chunk: int | None = None) -> Graph:
-    """`chunk`: the most tokens one prefill call takes (sizes sliding-window KV rings)."""
+def trace(src: ModelSource, policy: Policy, *, max_seq: int, chunk: int | None = None,
+          kv_cache: str = "f32") -> Graph:
+    """`chunk`: the most tokens one prefill call takes (sizes sliding-window KV rings);
+    `kv_cache`: the KV cache's storage type."""
     cache: dict = {}
 
     def get_weight(role: str, shape: tuple, optional: bool):
@@ -32,7 +34,7 @@ def trace(src: ModelSource, policy: Policy, *, max_seq: int, chunk: int | None =
         cache[role] = w
         return w
 
-    b = GraphBuilder(get_weight, chunk=chunk or max_seq)
+    b = GraphBuilder(get_weight, chunk=chunk or max_seq, kv_cache=kv_cache)
     src.family.build(b, src.spec, max_seq)
     return b.finish(arch=src.spec.arch)
 

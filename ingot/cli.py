@@ -58,6 +58,9 @@ def add_model_flags(p, *, default_note: str, default_batch: int = 1) -> None:
     p.add_argument("--dtype", choices=("f32", "f16", "bf16"),
                    help="float weight type (default: the model's)")
     p.add_argument("--max-seq-len", type=int, default=4096)
+    p.add_argument("--kv-cache", default="f32", metavar="TYPE",
+                   help="KV cache storage: f32 (default), f16 (half the memory) or q8_0 (8-bit "
+                   "blocks of 32 with an f16 scale: 0.27x of f32)")
     p.add_argument("--prefill-chunk", type=int, default=128)
     p.add_argument("--max-batch", type=int, default=default_batch,
                    help="sequences decoded together (each gets its own KV cache; the server's "
@@ -112,6 +115,7 @@ def compile_from_args(args, output=None):
     return ingot.compile(model, output, dtype=args.dtype, isq=args.isq, target=args.target,
                          max_seq_len=args.max_seq_len, prefill_chunk=args.prefill_chunk,
                          max_batch=args.max_batch, max_memory=args.max_memory,
+                         kv_cache=args.kv_cache,
                          format=fmt, file=file, tokenizer=args.tokenizer,
                          quant_policy=args.quant_policy, chat_template=args.chat_template,
                          progress=sys.stderr.isatty())
@@ -138,6 +142,37 @@ def cmd_convert(args) -> int:
                    quant_policy=args.quant_policy)
     print(f"{path}  ({_size(path.stat().st_size)})")
     return 0
+
+
+# -- context shift (run, serve) ---------------------------------------------------------------
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a token count (got '{text}')") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 (got {n})")
+    return n
+
+
+def add_shift_flags(p) -> None:
+    p.add_argument("--context-shift", action="store_true",
+                   help="when the context is full (or a prompt is longer), keep the first "
+                   "--keep tokens and the most recent ones, and go on (default: a prompt "
+                   "that does not fit is an error; a full context ends the answer)")
+    p.add_argument("--keep", type=_count, metavar="N", help="with --context-shift: tokens "
+                   "kept from the start of the prompt (default: the BOS token, if any)")
+
+
+def apply_shift_flags(args, parser, model) -> None:
+    """Checked before anything is compiled or loaded; applied to the model's engine."""
+    if args.keep is not None and not args.context_shift:
+        parser.error("--keep needs --context-shift")
+    if args.context_shift and model is not None:
+        from .runtime.context_shift import check_keep
+        if args.keep is not None:
+            check_keep(args.keep, model.max_seq_len, "--keep")
+        model.engine.set_context_shift(True, args.keep)
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -263,6 +298,7 @@ def _chat_line(model, args, line, state, templated) -> bool:
 def cmd_run(args, parser) -> int:
     if args.artefact is not None and (args.model or args.file or args.from_uqff):
         parser.error("run takes an ARTEFACT or model flags (-m, -f, --from-uqff), not both")
+    apply_shift_flags(args, parser, None)
     import ingot
     path = args.artefact
     if path is None:
@@ -271,6 +307,7 @@ def cmd_run(args, parser) -> int:
     device_map_from_args(args, path)
     model = ingot.load(path, threads=args.threads, max_memory=args.max_memory)
     try:
+        apply_shift_flags(args, parser, model)
         if args.prompt is None:
             return _chat(model, args)
         prompt = args.prompt
@@ -288,14 +325,16 @@ def cmd_run(args, parser) -> int:
 def cmd_serve(args, parser) -> int:
     if args.artefact is not None and (args.model or args.file or args.from_uqff):
         parser.error("serve takes an ARTEFACT or model flags (-m, -f, --from-uqff), not both")
+    apply_shift_flags(args, parser, None)
     import ingot
     path = args.artefact if args.artefact is not None else compile_from_args(args)
     device_map_from_args(args, path)
     model = ingot.load(path, threads=args.threads, max_memory=args.max_memory)
     engine = model.engine
     engine.max_queue = args.max_queue
-    engine.start()
     try:
+        apply_shift_flags(args, parser, model)
+        engine.start()
         if args.serial:
             from .runtime.serial_line import serve_serial
             print(f"ingot: serving {model.path.name} on {args.serial} at {args.baud} baud",
@@ -351,7 +390,8 @@ def cmd_inspect(args) -> int:
             "memory plan",
             f"  arena            {_size(arena)}  (naive sum of buffers {_size(naive)}: {saved})",
             f"  scratch/thread   {_size(plan['scratch_bytes_per_thread'])}",
-            f"  KV cache         {_size(plan['kv_bytes_per_token'])}/token on full layers, "
+            f"  KV cache         {plan.get('kv_cache', 'f32')}, "
+            f"{_size(plan['kv_bytes_per_token'])}/token on full layers, "
             f"{_size(plan['state_bytes'])} per sequence ({plan.get('kv_ring_layers', 0)} "
             f"sliding layers keep a window-sized ring), {plan.get('max_batch', 1)} sequence "
             f"slot(s): {_size(plan['state_bytes'] * plan.get('max_batch', 1))}",
@@ -453,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--repetition-penalty", type=float)
     r.add_argument("--seed", type=int)
     r.add_argument("--threads", type=int)
+    add_shift_flags(r)
     r.set_defaults(func=lambda a: cmd_run(a, r))
 
     s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (or a serial line)")
@@ -469,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--serial", metavar="DEVICE", help="speak the JSON-lines protocol on this "
                    "serial device instead of HTTP")
     s.add_argument("--baud", type=int, default=115200)
+    add_shift_flags(s)
     s.set_defaults(func=lambda a: cmd_serve(a, s))
 
     i = sub.add_parser("inspect", help="header, sections, memory plan, ops and passes")
@@ -476,11 +518,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the raw header and plan")
     i.set_defaults(func=cmd_inspect)
 
+    k = sub.add_parser("build-capi", help="build libingot.so and ingot.h (the C library) with "
+                       "the system C compiler")
+    k.add_argument("--out", default=".", help="folder for libingot.so and ingot.h")
+    k.set_defaults(func=cmd_build_capi)
+
     b = sub.add_parser("bench", help="Ingot against llama.cpp on the same model: prefill and "
                        "decode tokens/s, load time, TTFT, peak RSS, bandwidth ceiling")
     add_bench_flags(b)
     b.set_defaults(func=cmd_bench)
     return p
+
+
+def cmd_build_capi(args) -> int:
+    from .runtime.capi_build import build_capi
+    lib = build_capi(args.out)
+    print(f"{lib}\n{lib.parent / 'ingot.h'}")
+    return 0
 
 
 def guarded(fn, *args) -> int:

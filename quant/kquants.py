@@ -31,9 +31,12 @@ F32 = np.float32
 # ---- sub-block fits --------------------------------------------------------------------------
 
 def _affine_solve(x, w, L, sw, sx):
-    """Weighted least squares for x ~ s*L + m with s >= 0, m <= 0; returns s, m, error ([n])."""
-    wl = w * L
-    sl, sl2, sxl = wl.sum(-1), (wl * L).sum(-1), (wl * x).sum(-1)
+    """Weighted least squares for x ~ s*L + m with s >= 0, m <= 0; returns s, m, error ([n]).
+    `w` None: unit weights (the same numbers, without multiplying by ones)."""
+    wl = L if w is None else w * L
+    t = wl * L  # one scratch array for the products (in place: the same operations, in order)
+    sl, sl2 = wl.sum(-1), t.sum(-1)
+    sxl = np.multiply(wl, x, out=t).sum(-1)
     det = sw * sl2 - sl * sl
     with np.errstate(divide="ignore", invalid="ignore"):
         s = (sw * sxl - sx * sl) / det
@@ -44,17 +47,35 @@ def _affine_solve(x, w, L, sw, sx):
         s = np.where(scale_only, np.where(sl2 > 0, sxl / sl2, 0), s)
         m = np.where(scale_only, 0, m)
     s = np.maximum(s, 0)
-    err = (w * np.square(s[:, None] * L + m[:, None] - x)).sum(-1)
-    return s.astype(F32), m.astype(F32), err
+    np.multiply(s[:, None], L, out=t)
+    t += m[:, None]
+    t -= x
+    np.square(t, out=t)
+    if w is not None:
+        t *= w
+    return s.astype(F32), m.astype(F32), t.sum(-1)
+
+
+def _codes(v, lo, hi):
+    """clip(rint(v), lo, hi), in place in v (a temporary)."""
+    return np.clip(np.rint(v, out=v), lo, hi, out=v)
+
+
+def _weight_sums(x, w):
+    """sum(w) and sum(w * x) per row; `w` None: unit weights."""
+    if w is None:
+        return np.full(x.shape[0], x.shape[1], F32), x.sum(-1)
+    return w.sum(-1), (w * x).sum(-1)
 
 
 def fit_affine(x, w, nmax, steps):
-    """Per row of x [n, g]: scale >= 0 and offset <= 0 so that x ~ scale*L + offset, L in 0..nmax."""
+    """Per row of x [n, g]: scale >= 0 and offset <= 0 so that x ~ scale*L + offset, L in 0..nmax.
+    `w`: per-weight importance [n, g], or None for unit weights."""
     lo, hi = np.minimum(x.min(-1), 0), x.max(-1)
     span = hi - lo
     flat = span <= 0
     inv_span = np.where(flat, 0, 1 / np.where(flat, 1, span)).astype(F32)
-    sw, sx = w.sum(-1), (w * x).sum(-1)
+    sw, sx = _weight_sums(x, w)
     xs = x - lo[:, None]
     best_s, best_m, best_e = np.zeros_like(lo), lo.copy(), np.full(lo.shape, np.inf, F32)
 
@@ -66,17 +87,18 @@ def fit_affine(x, w, nmax, steps):
                                   np.where(better, e, best_e))
 
     for t in steps:
-        consider(np.clip(np.rint(xs * ((nmax + t) * inv_span)[:, None]), 0, nmax))
+        consider(_codes(xs * ((nmax + t) * inv_span)[:, None], 0, nmax))
     for _ in range(2):
         inv = np.where(best_s > 0, 1 / np.where(best_s > 0, best_s, 1), 0).astype(F32)
-        consider(np.clip(np.rint((x - best_m[:, None]) * inv[:, None]), 0, nmax))
+        consider(_codes((x - best_m[:, None]) * inv[:, None], 0, nmax))
     # A flat sub-block keeps scale 0 and offset = its (non-positive) value.
     return np.where(flat, 0, best_s).astype(F32), np.where(flat, lo, best_m).astype(F32)
 
 
 def fit_signed(x, w, nmax, steps):
     """Per row of x [n, g]: scale s so that x ~ s*L, L in -nmax..nmax-1 (the extreme value maps
-    to -nmax, the side with the extra code, so s carries the opposite sign of that value)."""
+    to -nmax, the side with the extra code, so s carries the opposite sign of that value).
+    `w`: per-weight importance [n, g], or None for unit weights."""
     top = signed_max(x)[:, 0]
     zero = top == 0
     inv_top = np.where(zero, 0, 1 / np.where(zero, 1, top)).astype(F32)
@@ -84,8 +106,9 @@ def fit_signed(x, w, nmax, steps):
 
     def consider(L):
         nonlocal best_s, best_g
-        wl = w * L
-        sxl, sl2 = (wl * x).sum(-1), (wl * L).sum(-1)
+        wl = L if w is None else w * L
+        t = wl * x
+        sxl, sl2 = t.sum(-1), np.multiply(wl, L, out=t).sum(-1)
         with np.errstate(divide="ignore", invalid="ignore"):
             gain = np.where(sl2 > 0, sxl * sxl / sl2, 0)   # error = sum w x^2 - gain
             s = np.where(sl2 > 0, sxl / sl2, 0)
@@ -93,10 +116,10 @@ def fit_signed(x, w, nmax, steps):
         best_s, best_g = np.where(better, s, best_s), np.where(better, gain, best_g)
 
     for t in steps:
-        consider(np.clip(np.rint(x * (-(nmax + t) * inv_top)[:, None]), -nmax, nmax - 1))
+        consider(_codes(x * (-(nmax + t) * inv_top)[:, None], -nmax, nmax - 1))
     for _ in range(2):
         inv = np.where(best_s != 0, 1 / np.where(best_s != 0, best_s, 1), 0).astype(F32)
-        consider(np.clip(np.rint(x * inv[:, None]), -nmax, nmax - 1))
+        consider(_codes(x * inv[:, None], -nmax, nmax - 1))
     return best_s.astype(F32)
 
 
@@ -166,7 +189,7 @@ def quantize_affine(x, group, nmax, scale_top, steps):
     """Super-blocks [nb, 256] -> d, dmin [nb, 1] (f16 values), sc, m [nb, s], codes [nb, s, group]."""
     nb = x.shape[0]
     g = x.reshape(-1, group)
-    s, off = fit_affine(g, np.ones_like(g), nmax, steps)
+    s, off = fit_affine(g, None, nmax, steps)
     d, sc = _int_scales(s.reshape(nb, -1), scale_top)
     dmin, m = _int_scales(-off.reshape(nb, -1), scale_top)
     xg = x.reshape(nb, -1, group)
@@ -187,7 +210,7 @@ def quantize_signed(x, group, nmax, lo, hi, steps):
     """Super-blocks [nb, 256] -> d [nb, 1] (f16 value), sc [nb, s] in lo..hi, codes -nmax..nmax-1."""
     nb = x.shape[0]
     g = x.reshape(-1, group)
-    s = fit_signed(g, np.ones_like(g), nmax, steps)
+    s = fit_signed(g, None, nmax, steps)
     d, sc = _signed_int_scales(s.reshape(nb, -1), lo, hi)
     xg = x.reshape(nb, -1, group)
 

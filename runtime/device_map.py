@@ -266,8 +266,8 @@ def load_topology(path, n_layers: int) -> DeviceMap:
 def layer_kv_bytes(plan: dict) -> list[int]:
     """KV cache bytes per layer for one sequence slot, estimated from the plan.
 
-    With the spec's per-layer windows: K and V rows of n_kv_heads * head_dim f32 values (the
-    CPU target's cache layout; a GPU cache in f16 would take half), max_seq_len rows for a
+    With the spec's per-layer windows: K and V rows of n_kv_heads * head_dim values in the
+    cache's storage type (--kv-cache; f32 in older plans), max_seq_len rows for a
     full-attention layer and a ring of window + prefill_chunk - 1 rows (at most max_seq_len)
     for a sliding one, as arch/blocks.py sizes them; these add up to the plan's state_bytes.
     Without them: state_bytes (one slot's caches) split evenly across the layers."""
@@ -278,7 +278,7 @@ def layer_kv_bytes(plan: dict) -> list[int]:
     head_dim = plan.get("head_dim") or spec.get("head_dim")
     max_seq = int(plan.get("max_seq_len") or 0)
     if specs and len(specs) == n and kv_heads and head_dim and max_seq:
-        row = 2 * int(kv_heads) * int(head_dim) * 4
+        row = int(plan.get("kv_row_bytes") or 2 * int(kv_heads) * int(head_dim) * 4)
         chunk = int(plan.get("prefill_chunk") or 1)
         return [row * (min(max_seq, w + chunk - 1) if (w := int(s.get("sliding_window") or 0))
                        else max_seq) for s in specs]

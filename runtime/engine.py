@@ -6,12 +6,18 @@ one new prompt, and then decodes one token for every running sequence in a singl
 native step, so the weights are read once per step for the whole batch. Requests beyond the
 free slots wait in a bounded queue; a full queue refuses new ones (`QueueFull`).
 
+A sequence that outgrows the compiled context ends with "length" (an over-long prompt is refused
+at submit), unless context shift is on for it (`Request.context_shift`, or the engine-wide
+`set_context_shift`): then it keeps its first `keep` tokens and the most recent ones and is
+re-prefilled from position 0 (runtime/context_shift.py), and generation goes on.
+
 The engine runs either on its own thread (`start()`: the server, the serial line) or inline,
 driven by whoever iterates a handle (the Python API) — the same code path either way.
 """
 from __future__ import annotations
 
 import collections
+import functools
 import queue
 import threading
 import time
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import IngotError
+from .context_shift import check_keep, default_keep, shifted
 from .sampling import Sampler, SamplingParams
 
 
@@ -36,6 +43,8 @@ class Request:
     top_logprobs: int | None = None  # None: no logprobs; 0..20: the chosen one plus this many
     constraint: object = None        # has allowed(vocab) -> bool array | None, advance(id), done()
     penalize_prompt: bool = False    # transformers penalizes the prompt; OpenAI does not
+    context_shift: bool | None = None  # None: the engine's setting (set_context_shift)
+    keep: int | None = None          # tokens a shift keeps from the start; None: the engine's
 
 
 @dataclass
@@ -58,6 +67,9 @@ class Handle:
         self.prompt_tokens = len(request.prompt)
         self.completion_tokens = 0
         self.cached_tokens = 0   # prompt tokens whose cache was reused (prefix caching)
+        self.shift_keep: int | None = None  # set at submit when context shift is on
+        self.seen_prompt = list(request.prompt)  # the prompt as the model sees it
+        self.context_shifts = 0  # times the sequence was shifted (an over-long prompt counts)
         self.submitted = time.perf_counter()
         self.first_token_at: float | None = None
         self.cancelled = False
@@ -94,11 +106,12 @@ class Handle:
 class _Sequence:
     def __init__(self, handle: Handle, slot: int, vocab: int):
         self.handle, self.slot = handle, slot
-        req = handle.request
+        req, prompt = handle.request, handle.seen_prompt
         self.sampler = Sampler(req.params, vocab)
-        self.history = list(req.prompt) if req.penalize_prompt else []
-        self.todo = list(req.prompt)   # tokens still to prefill
+        self.history = list(prompt) if req.penalize_prompt else []
+        self.todo = list(prompt)       # tokens still to prefill
         self.pos = 0                   # tokens in this slot's cache
+        self.held: list = []           # those tokens (what a context shift starts from)
         self.last: int | None = None   # the token to feed next
         self.generated = 0
 
@@ -121,19 +134,40 @@ class Engine:
         self.threaded = False
         self.stats = collections.Counter()
         self.busy_seconds = 0.0
+        self.context_shift = False     # the default for requests that do not say
+        self.keep: int | None = None   # None: keep the BOS token when the prompt starts with it
+
+    def set_context_shift(self, on: bool = True, keep: int | None = None) -> "Engine":
+        """The default for requests that do not choose (`ingot serve --context-shift`)."""
+        if keep is not None:
+            check_keep(keep, self.model.max_seq_len)
+        self.context_shift, self.keep = bool(on), keep
+        return self
 
     # -- submitting ----------------------------------------------------------------------------
     def submit(self, request: Request) -> Handle:
-        n = len(request.prompt)
+        n, ctx = len(request.prompt), self.model.max_seq_len
         if n == 0:
             raise IngotError("the prompt is empty")
-        if n >= self.model.max_seq_len:
-            raise IngotError(f"the prompt has {n} tokens; the compiled context holds "
-                             f"{self.model.max_seq_len} (prompt and answer together)")
+        shift = self.context_shift if request.context_shift is None else request.context_shift
+        if n >= ctx and not shift:
+            raise IngotError(f"the prompt has {n} tokens; the compiled context holds {ctx} "
+                             f"(prompt and answer together; with context shift on, its start "
+                             f"and most recent tokens would be kept)")
         if request.max_tokens < 0:
             raise IngotError("max_tokens must not be negative")
         request.params.check()
         h = Handle(self, request)
+        if shift:
+            keep = self.keep if request.keep is None else request.keep
+            if keep is None:
+                keep = default_keep(request.prompt, self._bos_id)
+            check_keep(keep, ctx)
+            h.shift_keep = keep
+            if n >= ctx:
+                h.seen_prompt = shifted(request.prompt, keep, ctx)
+                h.context_shifts = 1
+                self.stats["context_shifts"] += 1
         with self._lock:
             if len(self._waiting) >= self.max_queue:
                 self.stats["rejected"] += 1
@@ -143,6 +177,12 @@ class Engine:
             self.stats["requests"] += 1
             self._work.notify_all()
         return h
+
+    @functools.cached_property
+    def _bos_id(self):
+        """The tokenizer's BOS id, or None (no tokenizer: token-id prompts only)."""
+        art = getattr(self.model, "artefact", None)
+        return self.model.tokenizer.bos_id if art is not None and art.has("tokenizer") else None
 
     def forget(self, slot: int) -> None:
         """The slot's cache was changed outside the engine: reuse nothing from it."""
@@ -230,7 +270,8 @@ class Engine:
         with self._lock:
             while self._waiting and self._free:
                 h = self._waiting.popleft()
-                slot = self._best_slot(h.request.prompt)
+                prompt = h.seen_prompt
+                slot = self._best_slot(prompt)
                 try:
                     seq = _Sequence(h, slot, self.model.vocab_size)
                 except Exception as e:  # noqa: BLE001 - e.g. a logit_bias outside the vocab
@@ -240,12 +281,13 @@ class Engine:
                     continue
                 self._free.remove(slot)
                 # Reuse the cached prefix (leave at least one token: its logits are needed).
-                keep = self._shared_prefix(slot, h.request.prompt)
-                keep = min(keep, len(h.request.prompt) - 1)
+                keep = self._shared_prefix(slot, prompt)
+                keep = min(keep, len(prompt) - 1)
                 seq.pos = keep
-                seq.todo = list(h.request.prompt[keep:])
+                seq.todo = list(prompt[keep:])
                 h.cached_tokens = keep
-                self._cached[slot] = list(h.request.prompt[:keep])
+                seq.held = list(prompt[:keep])
+                self._cached[slot] = list(seq.held)
                 self._running.append(seq)
 
     def _shared_prefix(self, slot: int, prompt: list) -> int:
@@ -267,6 +309,7 @@ class Engine:
         part, seq.todo = seq.todo[:m.chunk], seq.todo[m.chunk:]
         logits = m.prefill_at(seq.slot, seq.pos, part)
         seq.pos += len(part)
+        seq.held += part
         self._cached[seq.slot] += part
         self.stats["prompt_tokens"] += len(part)
         if not seq.todo:
@@ -281,6 +324,7 @@ class Engine:
         self.stats["decode_steps"] += 1
         self.stats["decode_rows"] += len(ready)
         for i, seq in enumerate(ready):
+            seq.held.append(seq.last)
             self._cached[seq.slot].append(seq.last)
             seq.pos += 1
             self._emit(seq, logits[i])
@@ -311,10 +355,22 @@ class Engine:
             self._finish(seq, "stop")
         elif seq.generated >= req.max_tokens:
             self._finish(seq, "length")
-        elif seq.pos >= self.model.max_seq_len:
-            self._finish(seq, "length")  # no room left to feed it: the context is full
-        else:
+        elif seq.pos < self.model.max_seq_len:
             seq.last = t
+        elif h.shift_keep is not None:
+            self._shift(seq, t)
+        else:
+            self._finish(seq, "length")  # no room left to feed it: the context is full
+
+    def _shift(self, seq: _Sequence, t: int) -> None:
+        """The context is full and `t` has no position: keep the start and the most recent
+        tokens (t among them) and prefill them again from position 0; the prefill's last
+        logits give the next token, exactly as for a fresh sequence with these tokens."""
+        kept = shifted(seq.held + [t], seq.handle.shift_keep, self.model.max_seq_len)
+        seq.todo, seq.pos, seq.held, seq.last = kept, 0, [], None
+        self._cached[seq.slot] = []  # filled again as the kept tokens are prefilled
+        seq.handle.context_shifts += 1
+        self.stats["context_shifts"] += 1
 
     def _finish(self, seq: _Sequence, reason: str) -> None:
         h = seq.handle

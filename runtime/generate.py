@@ -25,22 +25,22 @@ def sampling_params(model, **given) -> SamplingParams:
     return SamplingParams(**fields)
 
 
-def request_for(model, ids, *, max_tokens=256, stop_ids=None, **sampling):
-    """An engine request with the model's defaults (end tokens, generation_config)."""
+def request_for(model, ids, *, max_tokens=256, stop_ids=None, context_shift=None, keep=None,
+                **sampling):
+    """An engine request with the model's defaults (end tokens, generation_config).
+    context_shift / keep: None leaves them to the engine's setting (`set_context_shift`)."""
     from .engine import Request
     return Request(list(ids), int(max_tokens), sampling_params(model, **sampling),
                    frozenset(model.eos_ids() if stop_ids is None else stop_ids),
-                   penalize_prompt=True)
+                   penalize_prompt=True, context_shift=context_shift, keep=keep)
 
 
 def generate_stream(model, prompt_or_messages, *, max_tokens=256, stop=None, **sampling):
     """Yields text pieces; stops at an end-of-sequence token, max_tokens, or a stop string.
-    Runs through the model's engine, as the server does."""
+    Runs through the model's engine, as the server does (which refuses an over-long prompt
+    unless context shift is on)."""
     from .textstream import TextStream
     ids = prompt_ids(model, prompt_or_messages)
-    if len(ids) >= model.max_seq_len:
-        raise IngotError(f"prompt of {len(ids)} tokens does not fit the compiled context "
-                         f"of {model.max_seq_len}")
     handle = model.engine.submit(request_for(model, ids, max_tokens=max_tokens, **sampling))
     text = TextStream(model.tokenizer, stop)
     try:

@@ -43,12 +43,15 @@ class Model:
         self.threads = int(threads) if threads else default_threads()
         if self.threads < 1:
             raise IngotError("threads must be at least 1")
-        from .offload import plan_residency
+        from .offload import plan_streaming
         if max_memory is None:
             max_memory = p.get("max_memory_hint")  # the compile-time --max-memory
         self.max_memory = None if max_memory is None else parse_bytes(max_memory)
-        # Units (layers, head) kept mapped; the rest stream from the artefact each step.
-        self.resident = plan_residency(p, self.threads, self.max_memory, self.path)
+        # Units (layers, head) kept mapped; the rest stream from the artefact each step, the
+        # next one faulted in by a background thread while the step computes (read_ahead).
+        self.resident, self.read_ahead = plan_streaming(p, self.threads, self.max_memory,
+                                                        self.path, read_ahead=prefetch)
+        self._read_ahead = None
 
         self._lib = load_library(art.section("code"))
         self._prefill = entry(self._lib, p["entry_points"]["prefill"])
@@ -89,7 +92,11 @@ class Model:
             co = p["units_ctl_offset"]
             self._ctl = self._arena[co:co + 8 * len(units)].view(np.int64)
             # 1 resident; 0 streamed, read ahead one unit early; 2 streamed, no read-ahead.
-            self._ctl[:] = [1 if r else (0 if prefetch else 2) for r in self.resident]
+            self._ctl[:] = [1 if r else (0 if self.read_ahead else 2) for r in self.resident]
+            if self.read_ahead:
+                from .offload import ReadAhead
+                sig = self._arena[co + 8 * len(units):co + 8 * (len(units) + 3)].view(np.int64)
+                self._read_ahead = ReadAhead(sig, self._weights, units)
         self.pos = 0
         # Profile builds: cycles per kernel call (thread 0, barrier included), summed over steps.
         self.profile_cycles = np.zeros(len(self._profile_calls), np.int64)
@@ -127,6 +134,9 @@ class Model:
         team = getattr(self, "_team", None)
         if team is not None:
             team.close()
+        read_ahead = getattr(self, "_read_ahead", None)
+        if read_ahead is not None:
+            read_ahead.close()
 
     def __enter__(self):
         return self
@@ -296,18 +306,21 @@ class Model:
     def generate(self, prompt_or_messages, max_tokens: int = 256, temperature=None, top_k=None,
                  top_p=None, min_p=None, repetition_penalty=None, presence_penalty=None,
                  frequency_penalty=None, logit_bias=None, seed=None, stop=None,
-                 stream: bool = False):
+                 stream: bool = False, context_shift=None, keep=None):
         """Generate text for a prompt string or a list of chat messages ({role, content}).
         Returns the text, or with stream=True an iterator of text pieces. Runs through the
         model's engine (the server's scheduler): calls from several threads share decode
-        steps once the engine is started (`model.engine.start()`)."""
+        steps once the engine is started (`model.engine.start()`).
+        context_shift=True: a sequence that outgrows the context keeps its first `keep`
+        tokens (default: the BOS) and the most recent ones, and goes on (README, "Context
+        overflow"); None: the engine's setting, off unless `engine.set_context_shift()`."""
         from .generate import generate_stream
         it = generate_stream(self, prompt_or_messages, max_tokens=max_tokens,
                              temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                              repetition_penalty=repetition_penalty,
                              presence_penalty=presence_penalty,
                              frequency_penalty=frequency_penalty, logit_bias=logit_bias,
-                             seed=seed, stop=stop)
+                             seed=seed, stop=stop, context_shift=context_shift, keep=keep)
         return it if stream else "".join(it)
 
     def chat(self, messages: list, message: str | None = None, **generate_kw) -> str:

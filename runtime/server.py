@@ -142,16 +142,21 @@ class Server:
                            f"'{self.model_id}'", param="model", code="model_not_found")
 
     def budget(self, n_prompt: int, max_tokens) -> int:
+        """max_tokens for the engine. Without context shift the context bounds the answer;
+        with it (`ingot serve --context-shift`) an unset max_tokens means one context's worth."""
         ctx = self.model.max_seq_len
-        if n_prompt >= ctx:
+        shift = self.engine.context_shift
+        if n_prompt >= ctx and not shift:
             raise APIError(400, f"This model's maximum context length is {ctx} tokens; the "
                            f"prompt has {n_prompt}", param="messages",
                            code="context_length_exceeded")
         if max_tokens is not None and max_tokens < 0:
             raise APIError(400, f"max_tokens must be at least 0, got {max_tokens}",
                            param="max_tokens")
-        room = ctx - n_prompt
-        return room if max_tokens is None else min(int(max_tokens), room)
+        room = ctx if shift else ctx - n_prompt
+        if max_tokens is None:
+            return room
+        return int(max_tokens) if shift else min(int(max_tokens), room)
 
     def sampling(self, req, index: int) -> dict:
         bias = None

@@ -40,7 +40,8 @@ def test_attention_matches_numpy(n, H, KV, D, pos, ring, window, nth):
     scratch = np.zeros(ATTN_MAX_GROUP * (pos + n), np.float32)
     for tid in range(nth):
         attention(Q.ctypes.data, qs, n, H, KV, D, KC.ctypes.data, VC.ctypes.data, pos, 0, 0, 0,
-                  ring, 0.125, window, 0.0, out.ctypes.data, scratch.ctypes.data, tid, nth)
+                  ring, KV * D * 4, 0, 0.125, window, 0.0, out.ctypes.data, scratch.ctypes.data,
+                  tid, nth)
     assert np.isnan(out[n * H * D:]).all()
     # f32 sums over up to a few hundred positions and D products: 1e-5 absolute on O(1) values.
     assert np.abs(out[:n * H * D].reshape(n, H * D) - reference(

@@ -32,7 +32,7 @@ WORKER = textwrap.dedent("""
                 return int(line.split()[1]) * 1024
     art, budget = sys.argv[1], None if sys.argv[2] == "none" else int(sys.argv[2])
     before = hwm()
-    m = ingot.load(art, threads=1, max_memory=budget)
+    m = ingot.load(art, threads=1, max_memory=budget, prefetch=sys.argv[3] == "1")
     after_load = hwm()
     logits = m.prefill(list(range(2, 14)))
     toks = []
@@ -40,12 +40,15 @@ WORKER = textwrap.dedent("""
         toks.append(int(np.argmax(logits)))
         logits = m.decode(toks[-1])
     print(json.dumps({"tokens": toks, "peak": hwm(), "before": before, "after_load": after_load,
-                      "needed": m.memory_needed(1), "streamed": m.streamed_units}))
+                      "needed": m.memory_needed(1), "streamed": m.streamed_units,
+                      "read_ahead": m.read_ahead,
+                      "started": m._read_ahead.started if m._read_ahead else 0}))
 """)
 
 
-def run_worker(art, budget=None) -> dict:
-    out = subprocess.run([sys.executable, "-c", WORKER, str(art), str(budget or "none")],
+def run_worker(art, budget=None, prefetch=True) -> dict:
+    out = subprocess.run([sys.executable, "-c", WORKER, str(art), str(budget or "none"),
+                          "1" if prefetch else "0"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -74,6 +77,14 @@ def test_streamed_layers_give_the_same_tokens_under_a_third_of_the_memory(deep):
         f"{overhead / MiB:.1f} MiB")
     # Loading maps the file: nothing of the weights is read until a step needs it.
     assert resident["after_load"] - resident["before"] < 8 * MiB
+    # The step woke the read-ahead thread for the next streamed unit, step after step (17
+    # steps, each with 9+ streamed units; wake-ups can coalesce, so at least one per step).
+    assert streamed["read_ahead"] and streamed["started"] >= 17
+    # Without read-ahead (or with room for one streamed unit only): the same tokens.
+    plain = run_worker(deep, budget, prefetch=False)
+    assert not plain["read_ahead"] and plain["started"] == 0
+    assert plain["tokens"] == resident["tokens"]
+    assert plain["peak"] <= budget + overhead + 4 * MiB
 
 
 def test_a_budget_below_one_streamed_unit_is_refused_with_the_smallest_that_works(deep):
@@ -85,6 +96,7 @@ def test_a_budget_below_one_streamed_unit_is_refused_with_the_smallest_that_work
     smallest = float(err.value.args[0].split("works is ")[1].split(" MiB")[0])
     with ingot.load(deep, threads=1, max_memory=int((smallest + 0.1) * MiB)) as m:
         assert len(m.streamed_units) == len(m.plan["units"])  # everything streams, and runs
+        assert not m.read_ahead  # room for one streamed unit: no second one read ahead
         m.prefill([2, 3, 4])
     with ingot.load(deep, threads=1, max_memory=needed) as m:
         assert m.streamed_units == []

@@ -17,6 +17,7 @@ from ingot.targets.cpu.q8_kernels import Q8_BLOCK_TYPES, Q8_LINEAR, q8_row_bytes
 from test_quant_kernels import random_rows
 
 GUARD = 256  # bytes / floats past every buffer that must stay untouched
+pytestmark = pytest.mark.xdist_group("q8_kernels")  # one worker JIT-compiles each kernel once
 
 
 def quantize_like_kernel(x):
@@ -84,3 +85,21 @@ def test_q8_types_cover_the_integer_formats():
     assert set(Q8_BLOCK_TYPES) == set(BLOCK_TYPES) - {"iq4_nl", "mxfp4"}
     for name, (_, bs, bb) in Q8_BLOCK_TYPES.items():
         assert BLOCK_TYPES[name][1:] == (bs, bb)
+
+
+@pytest.mark.parametrize("name", sorted(Q8_LINEAR))
+def test_a_token_gets_the_same_bits_alone_and_in_a_tile(name):
+    """A 9-token call runs a tile of eight and one token alone, a 13-token call tiles of eight
+    and five: each row equals the call with that token alone, bit for bit (batched sequences
+    answer as they would alone)."""
+    kernel = Q8_LINEAR[name]
+    bs = Q8_BLOCK_TYPES[name][1]
+    rng = np.random.default_rng(7 + sorted(Q8_LINEAR).index(name))
+    N, K = 9, (3 if bs == 32 else 2) * bs  # 32-value types: a partial quad too
+    raw, _ = random_rows(name, N, K, rng)
+    for n in (9, 13):
+        x = (rng.standard_normal((n, K)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+        together = _run(kernel, raw, N, K, x, K, n, None, 1)
+        for t in range(n):
+            alone = _run(kernel, raw, N, K, np.ascontiguousarray(x[t:t + 1]), K, 1, None, 1)
+            assert np.array_equal(alone[0], together[t]), f"{name}: n={n} token {t} differs"

@@ -36,6 +36,14 @@ def half_to_f32(typingctx, bits):
 
 
 @intrinsic
+def f32_to_half(typingctx, value):
+    """float32 -> IEEE half bits in a uint16, rounded to nearest even (vcvtps2ph with F16C)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+    return types.uint16(types.float32), codegen
+
+
+@intrinsic
 def bf16_to_f32(typingctx, bits):
     """bfloat16 in a uint16 -> float32: the bits are the top half of an f32."""
     def codegen(context, builder, sig, args):
@@ -148,24 +156,36 @@ def stamp(sync, k, tid):
 
 
 sched_yield = types.ExternalFunction("sched_yield", types.int32())
-# madvise(addr, length, advice): addresses travel as int64 (the same register as a pointer).
+# madvise(addr, length, advice) and write(fd, buf, count): addresses travel as int64 (the same
+# register as a pointer).
 madvise = types.ExternalFunction("madvise", types.int32(types.int64, types.int64, types.int32))
-MADV_WILLNEED, MADV_DONTNEED = 3, 4
+write = types.ExternalFunction("write", types.int64(types.int32, types.int64, types.int64))
+MADV_DONTNEED = 4
 
 
 @njit(error_model="numpy", _nrt=False)
-def unit_enter(ctl, k, wb, off, nbytes, tid):
-    """A step reaches an offload unit: thread 0 asks the kernel to start reading the next
-    unit `k` (its control word 0: streamed) so its pages are in the page cache when needed."""
+def unit_enter(ctl, k, nunits, tid):
+    """A step reaches an offload unit: thread 0 asks the runtime's read-ahead thread for the
+    next unit `k` when it is streamed (control word 0). The signal words after the control
+    words are [eventfd, wanted unit, 1]: the unit goes into `wanted`, the eventfd wakes the
+    thread (so the reading happens off the compute threads)."""
     if tid == 0 and atomic_load(ctl + 8 * k) == 0:
-        madvise(wb + off, nbytes, MADV_WILLNEED)
+        sig = ctl + 8 * nunits
+        atomic_store(sig + 8, k)
+        efd = atomic_load(sig)
+        if efd > 0:
+            write(efd, sig + 16, 8)
 
 
 @njit(error_model="numpy", _nrt=False)
-def unit_leave(ctl, k, wb, off, nbytes, tid):
+def unit_leave(ctl, k, nunits, wb, off, nbytes, tid):
     """Every thread is past unit `k`: thread 0 drops its pages when it is streamed (control
-    word 0, or 2: streamed without read-ahead), so at most one streamed unit is resident."""
+    word 0, or 2: streamed without read-ahead) and stops a read-ahead of it still under way,
+    so at most two streamed units (this one and the next) are resident."""
     if tid == 0 and atomic_load(ctl + 8 * k) != 1:
+        sig = ctl + 8 * nunits
+        if atomic_load(sig + 8) == k:
+            atomic_store(sig + 8, -1)
         madvise(wb + off, nbytes, MADV_DONTNEED)
 
 
@@ -188,3 +208,17 @@ def barrier(sync, nth):
             spins += 1
             if spins > 20000:
                 sched_yield()
+
+
+@intrinsic
+def stack_addr(typingctx, nbytes):
+    """The int64 address of a 64-byte aligned buffer of `nbytes` (a constant) in the calling
+    function's stack frame: per-call memory for values that a loop keeps between iterations."""
+    if not isinstance(nbytes, types.IntegerLiteral):
+        return None
+
+    def codegen(context, builder, sig, args):
+        buf = cgutils.alloca_once(builder, ir.IntType(8), size=nbytes.literal_value)
+        buf.align = 64
+        return builder.ptrtoint(buf, ir.IntType(64))
+    return types.int64(nbytes), codegen

@@ -3,7 +3,8 @@
 Every kernel takes (..., tid, nth) and does its share of rows; the step function puts a barrier
 between kernels. Arguments are int64 addresses and sizes, or float64 constants, so that the
 generated step function is a flat sequence of calls that LLVM sees whole. Weight loads go
-through a per-storage-type loader, so one kernel description covers f32, f16 and bf16.
+through a per-storage-type loader, so one kernel description covers f32, f16 and bf16; the KV
+cache's kernels likewise take their storage type's writer and widener (f32, f16, q8_0).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .intrinsics import (bf16_to_f32, exp2_int, half_to_f32, ptr_f32, ptr_i32, ptr_u16,
-                         stack_f32)
+from .intrinsics import (bf16_to_f32, exp2_int, f32_to_half, half_to_f32, ptr_f32, ptr_i8,
+                         ptr_i32, ptr_u16, stack_f32)
 
 FM = {"nnan", "ninf", "nsz", "arcp", "contract", "afn", "reassoc"}
 KW = dict(fastmath=FM, error_model="numpy", _nrt=False, cache=False)
@@ -199,30 +200,106 @@ def rope(x, xs, n, heads, hd, rot, neox, cos, sin, pos, rows, y, tid, nth):
 
 
 @njit(inline="always", **KW)
-def row_place(t, pos, rows, nb, slot_floats):
-    """Row t's position and the float offset of its sequence's cache: consecutive positions
+def row_place(t, pos, rows, nb, slot_bytes):
+    """Row t's position and the byte offset of its sequence's cache: consecutive positions
     in one cache, or (the batched step) from the row table: positions[nb], then slots[nb]."""
     if rows == 0:
         return pos + t, 0
     R = ptr_i32(rows)
-    return np.int64(R[t]), np.int64(R[nb + t]) * slot_floats
+    return np.int64(R[t]), np.int64(R[nb + t]) * slot_bytes
 
 
-@njit(**KW)
-def kv_store(k, ks, v, vs, n, width, kc, vc, pos, rows, nb, slot_floats, ring, tid, nth):
-    """Append this step's key and value rows to the layer's cache: position p goes to row
-    p % ring (ring = the cache's rows; max_seq for full layers, so p itself)."""
-    lo, hi = split(n, tid, nth)
-    Kx = ptr_f32(k)
-    Vx = ptr_f32(v)
-    KC = ptr_f32(kc)
-    VC = ptr_f32(vc)
-    for t in range(lo, hi):
-        p, base = row_place(t, pos, rows, nb, slot_floats)
-        o = base + (p % ring) * width
-        for j in range(width):
-            KC[o + j] = Kx[t * ks + j]
-            VC[o + j] = Vx[t * vs + j]
+# KV cache storage types (compiler/ir.py KV_TYPES, kv_row_layout). Each says how to write one
+# head of a cached row (`put_head`: f32 values in, the type's bytes out) and how to widen one
+# back into f32 (`widen`, scales applied); attention reads f32 rows in place and widens the
+# others once per row into a stack buffer, so every type shares one inner loop.
+ATTN_MAX_GROUP = 8    # query heads of one kv head attended together (keys read once for all)
+ATTN_MAX_HEAD_DIM = 512
+
+
+@njit(inline="always", **KW)
+def kv_put_f32(X, xo, row, soff, h, D):
+    R = ptr_f32(row)
+    for d in range(D):
+        R[h * D + d] = X[xo + d]
+
+
+@njit(inline="always", **KW)
+def kv_put_f16(X, xo, row, soff, h, D):
+    R = ptr_u16(row)
+    for d in range(D):
+        R[h * D + d] = f32_to_half(X[xo + d])
+
+
+@njit(inline="always", **KW)
+def kv_widen_f16(row, soff, h, D, buf):
+    R = ptr_u16(row)
+    for d in range(D):
+        buf[d] = half_to_f32(R[h * D + d])
+
+
+@njit(inline="always", **KW)
+def kv_put_q8_0(X, xo, row, soff, h, D):
+    """GGUF's Q8_0 per block of 32 (a head's last one shorter): scale d = max|x| / 127 stored
+    as f16, quants round(x / d) (halves away from zero)."""
+    Q = ptr_i8(row)
+    S = ptr_u16(row + soff)
+    nblk = (D + 31) // 32
+    for b in range(nblk):
+        d0 = b * 32
+        d1 = min(d0 + 32, D)
+        amax = np.float32(0.0)
+        for d in range(d0, d1):
+            amax = max(amax, abs(X[xo + d]))
+        dq = amax / np.float32(127.0)
+        inv = np.float32(1.0) / dq if amax > 0 else np.float32(0.0)
+        S[h * nblk + b] = f32_to_half(dq)
+        for d in range(d0, d1):
+            v = X[xo + d] * inv
+            v = v + np.float32(0.5) if v >= 0 else v - np.float32(0.5)
+            Q[h * D + d] = np.int8(np.int32(v))
+
+
+@njit(inline="always", **KW)
+def kv_widen_q8_0(row, soff, h, D, buf):
+    Q = ptr_i8(row)
+    S = ptr_u16(row + soff)
+    nblk = (D + 31) // 32
+    for b in range(nblk):
+        sc = half_to_f32(S[h * nblk + b])
+        for d in range(b * 32, min(b * 32 + 32, D)):
+            buf[d] = sc * np.float32(np.int32(Q[h * D + d]))
+
+
+@njit(inline="always", **KW)
+def kv_widen_none(row, soff, h, D, buf):
+    pass  # f32 rows are read in place
+
+
+KV_FORMATS = {  # name -> (put_head, widen, rows read in place)
+    "f32": (kv_put_f32, kv_widen_none, True),
+    "f16": (kv_put_f16, kv_widen_f16, False),
+    "q8_0": (kv_put_q8_0, kv_widen_q8_0, False),
+}
+
+
+def _make_kv_store(put_head):
+    @njit(**KW)
+    def kv_store(k, ks, v, vs, n, KV, D, kc, vc, pos, rows, nb, slot_bytes, ring, row_bytes,
+                 soff, tid, nth):
+        """Append this step's key and value rows to the layer's cache in its storage type:
+        position p goes to row p % ring (ring = the cache's rows; max_seq for full layers, so
+        p itself)."""
+        lo, hi = split(n, tid, nth)
+        Kx = ptr_f32(k)
+        Vx = ptr_f32(v)
+        for t in range(lo, hi):
+            p, base = row_place(t, pos, rows, nb, slot_bytes)
+            o = base + (p % ring) * row_bytes
+            for h in range(KV):
+                put_head(Kx, t * ks + h * D, kc + o, soff, h, D)
+                put_head(Vx, t * vs + h * D, vc + o, soff, h, D)
+    return kv_store
 
 
 @njit(inline="always", **KW)
@@ -242,83 +319,95 @@ def fast_exp(x):
     return p * exp2_int(n)
 
 
-ATTN_MAX_GROUP = 8    # query heads of one kv head attended together (keys read once for all)
-ATTN_MAX_HEAD_DIM = 512
+def _make_attention(widen, in_place):
+    @njit(**KW_ATTN)
+    def attention(q, qs, n, H, KV, D, kc, vc, pos, rows, nb, slot_bytes, ring, row_bytes, soff,
+                  scale, window, softcap, out, scratch, tid, nth):
+        """Causal softmax attention of each (token, head) over the cache; GQA shares kv heads.
+        Position j's key is in row j % ring. A thread takes its (token, head) pairs in runs
+        that share a token and a kv head, so each cached key and value row is read (and, for
+        a compact cache, widened to f32) once per run; scores live in scratch (up to
+        ATTN_MAX_GROUP rows of the context), outputs in a stack buffer."""
+        lo, hi = split(n * H, tid, nth)
+        Q = ptr_f32(q)
+        O = ptr_f32(out)
+        S = ptr_f32(scratch)
+        acc = stack_f32(4096)  # ATTN_MAX_GROUP x ATTN_MAX_HEAD_DIM (a literal, for the stack)
+        wide = stack_f32(512)  # one widened head row (ATTN_MAX_HEAD_DIM)
+        grp = H // KV
+        sc = np.float32(scale)
+        cap = np.float32(softcap)
+        idx = lo
+        while idx < hi:
+            t = idx // H
+            h0 = idx - t * H
+            g = h0 // grp
+            G = min((g + 1) * grp - h0, 8, hi - idx)
+            p, base = row_place(t, pos, rows, nb, slot_bytes)
+            start = 0
+            if window > 0 and p - window + 1 > 0:
+                start = p - window + 1
+            L = p + 1 - start
+            qo = t * qs + h0 * D
+            row = start % ring
+            for jj in range(L):
+                ka = kc + base + row * row_bytes
+                if in_place:
+                    Kr = ptr_f32(ka + 4 * g * D)
+                else:
+                    widen(ka, soff, g, D, wide)
+                    Kr = wide
+                for hh in range(G):
+                    s = np.float32(0.0)
+                    for d in range(D):
+                        s += Q[qo + hh * D + d] * Kr[d]
+                    s *= sc
+                    if cap > 0:
+                        s = cap * math.tanh(s / cap)
+                    S[hh * L + jj] = s
+                row += 1
+                if row == ring:
+                    row = 0
+            for hh in range(G):
+                m = np.float32(-np.inf)
+                for jj in range(L):
+                    m = max(m, S[hh * L + jj])
+                tot = np.float32(0.0)
+                for jj in range(L):
+                    e = fast_exp(S[hh * L + jj] - m)
+                    S[hh * L + jj] = e
+                    tot += e
+                inv = np.float32(1.0) / tot
+                for jj in range(L):
+                    S[hh * L + jj] *= inv
+                for d in range(D):
+                    acc[hh * 512 + d] = 0.0
+            row = start % ring
+            for jj in range(L):
+                va = vc + base + row * row_bytes
+                if in_place:
+                    Vr = ptr_f32(va + 4 * g * D)
+                else:
+                    widen(va, soff, g, D, wide)
+                    Vr = wide
+                for hh in range(G):
+                    pj = S[hh * L + jj]
+                    for d in range(D):
+                        acc[hh * 512 + d] += pj * Vr[d]
+                row += 1
+                if row == ring:
+                    row = 0
+            oo = t * H * D + h0 * D
+            for hh in range(G):
+                for d in range(D):
+                    O[oo + hh * D + d] = acc[hh * 512 + d]
+            idx += G
+    return attention
 
 
-@njit(**KW_ATTN)
-def attention(q, qs, n, H, KV, D, kc, vc, pos, rows, nb, slot_floats, ring, scale, window,
-              softcap, out, scratch, tid, nth):
-    """Causal softmax attention of each (token, head) over the cache; GQA shares kv heads.
-    Position j's key is in row j % ring. A thread takes its (token, head) pairs in runs that
-    share a token and a kv head, so each cached key and value row is read once per run; scores
-    live in scratch (up to ATTN_MAX_GROUP rows of the context), outputs in a stack buffer."""
-    lo, hi = split(n * H, tid, nth)
-    Q = ptr_f32(q)
-    KC = ptr_f32(kc)
-    VC = ptr_f32(vc)
-    O = ptr_f32(out)
-    S = ptr_f32(scratch)
-    acc = stack_f32(4096)  # ATTN_MAX_GROUP x ATTN_MAX_HEAD_DIM (a literal, for the stack)
-    grp = H // KV
-    width = KV * D
-    sc = np.float32(scale)
-    cap = np.float32(softcap)
-    idx = lo
-    while idx < hi:
-        t = idx // H
-        h0 = idx - t * H
-        g = h0 // grp
-        G = min((g + 1) * grp - h0, 8, hi - idx)
-        p, base = row_place(t, pos, rows, nb, slot_floats)
-        start = 0
-        if window > 0 and p - window + 1 > 0:
-            start = p - window + 1
-        L = p + 1 - start
-        qo = t * qs + h0 * D
-        row = start % ring
-        for jj in range(L):
-            ko = base + row * width + g * D
-            for hh in range(G):
-                s = np.float32(0.0)
-                for d in range(D):
-                    s += Q[qo + hh * D + d] * KC[ko + d]
-                s *= sc
-                if cap > 0:
-                    s = cap * math.tanh(s / cap)
-                S[hh * L + jj] = s
-            row += 1
-            if row == ring:
-                row = 0
-        for hh in range(G):
-            m = np.float32(-np.inf)
-            for jj in range(L):
-                m = max(m, S[hh * L + jj])
-            tot = np.float32(0.0)
-            for jj in range(L):
-                e = fast_exp(S[hh * L + jj] - m)
-                S[hh * L + jj] = e
-                tot += e
-            inv = np.float32(1.0) / tot
-            for jj in range(L):
-                S[hh * L + jj] *= inv
-            for d in range(D):
-                acc[hh * 512 + d] = 0.0
-        row = start % ring
-        for jj in range(L):
-            vo = base + row * width + g * D
-            for hh in range(G):
-                pj = S[hh * L + jj]
-                for d in range(D):
-                    acc[hh * 512 + d] += pj * VC[vo + d]
-            row += 1
-            if row == ring:
-                row = 0
-        oo = t * H * D + h0 * D
-        for hh in range(G):
-            for d in range(D):
-                O[oo + hh * D + d] = acc[hh * 512 + d]
-        idx += G
+KV_STORE = {k: _make_kv_store(f[0]) for k, f in KV_FORMATS.items()}
+ATTENTION = {k: _make_attention(f[1], f[2]) for k, f in KV_FORMATS.items()}
+kv_store, attention = KV_STORE["f32"], ATTENTION["f32"]  # the f32 cache's (kernel tests)
 
 
 @njit(inline="always", **KW)

@@ -240,3 +240,120 @@ def f8_sum(typingctx, acc):
             mod, ir.FunctionType(_F32, [_F32, _F32X8]), "llvm.vector.reduce.fadd.v8f32")
         return builder.call(fn, [ir.Constant(_F32, 0.0), args[0]], fastmath=("fast",))
     return types.float32(F32X8), codegen
+
+
+# --- four pieces at a time: half sums reduced into lanes, scaled by one vector ---
+# (multiplies and adds carry only `contract`: they fuse into FMAs but are never reordered, so
+# a token's result is the same bits in every kernel that runs these steps in this order)
+
+_CONTRACT = ("contract",)
+
+
+def _hsum_pairs(builder, a, b, lo, hi):
+    """Per 128-bit half: lanes `lo` of (a, b) plus lanes `hi` of (a, b)."""
+    ty = ir.VectorType(_I32, 8)
+    return builder.add(builder.shuffle_vector(a, b, ir.Constant(ty, lo)),
+                       builder.shuffle_vector(a, b, ir.Constant(ty, hi)))
+
+
+@intrinsic
+def i8_quad(typingctx, d0, d1, d2, d3):
+    """Four pieces' dot lanes -> [lo0, lo1, lo2, lo3, hi0, hi1, hi2, hi3]: lo_k sums piece k's
+    lanes 0..3 (its first 16 codes), hi_k lanes 4..7. Exact (int32)."""
+    if not all(d == I32X8 for d in (d0, d1, d2, d3)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b, c, d = args
+        # [a0+a2, a1+a3, b0+b2, b1+b3 | a4+a6, a5+a7, b4+b6, b5+b7], then the same for c, d
+        lo, hi = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+        ab = _hsum_pairs(builder, a, b, lo, hi)
+        cd = _hsum_pairs(builder, c, d, lo, hi)
+        return _hsum_pairs(builder, ab, cd, [0, 2, 8, 10, 4, 6, 12, 14],
+                           [1, 3, 9, 11, 5, 7, 13, 15])
+    return I32X8(I32X8, I32X8, I32X8, I32X8), codegen
+
+
+@intrinsic
+def f8_set(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
+    """Eight scalars as lanes 0..7."""
+    def codegen(context, builder, sig, args):
+        v = ir.Constant(_F32X8, ir.Undefined)
+        for lane, (x, ty) in enumerate(zip(args, sig.args)):
+            v = builder.insert_element(v, context.cast(builder, x, ty, types.float32),
+                                       ir.Constant(_I32, lane))
+        return v
+    return F32X8(a0, a1, a2, a3, a4, a5, a6, a7), codegen
+
+
+@intrinsic
+def f8_load(typingctx, addr):
+    """Eight floats from any address."""
+    def codegen(context, builder, sig, args):
+        return _load(builder, args[0], _F32X8)
+    return F32X8(types.int64), codegen
+
+
+@intrinsic
+def f8_load4x2(typingctx, addr):
+    """Four floats, twice: [f0, f1, f2, f3, f0, f1, f2, f3]."""
+    def codegen(context, builder, sig, args):
+        v = _load(builder, args[0], ir.VectorType(_F32, 4))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 8),
+                                                        [0, 1, 2, 3, 0, 1, 2, 3]))
+    return F32X8(types.int64), codegen
+
+
+@intrinsic
+def f8_mul(typingctx, a, b):
+    if a != F32X8 or b != F32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1], flags=_CONTRACT)
+    return F32X8(F32X8, F32X8), codegen
+
+
+@intrinsic
+def f8_madd_i(typingctx, acc, ints, scale):
+    """acc + float(ints) * scale."""
+    if acc != F32X8 or ints != I32X8 or scale != F32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc, ints, scale = args
+        prod = builder.fmul(builder.sitofp(ints, _F32X8), scale, flags=_CONTRACT)
+        return builder.fadd(acc, prod, flags=_CONTRACT)
+    return F32X8(F32X8, I32X8, F32X8), codegen
+
+
+@intrinsic
+def f8_msub(typingctx, acc, a, b):
+    """acc - a * b."""
+    if acc != F32X8 or a != F32X8 or b != F32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc, a, b = args
+        return builder.fsub(acc, builder.fmul(a, b, flags=_CONTRACT), flags=_CONTRACT)
+    return F32X8(F32X8, F32X8, F32X8), codegen
+
+
+@intrinsic
+def b32_zero(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_B32, [0] * 32)
+    return B32(), codegen
+
+
+@intrinsic
+def f8_store(typingctx, addr, v):
+    """Store eight floats at any address."""
+    if v != F32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        st = builder.store(args[1], _ptr(builder, args[0], _F32X8))
+        st.align = 1
+        return context.get_dummy_value()
+    return types.none(types.int64, F32X8), codegen

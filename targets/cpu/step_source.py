@@ -6,7 +6,7 @@ into one LLVM module; the renderer table below says how each op becomes calls.
 """
 from __future__ import annotations
 
-from ...compiler.ir import Op, Tensor
+from ...compiler.ir import Op, Tensor, kv_row_layout
 from . import kernels as K
 
 STEP_ARGS = ("wb", "ab", "kb", "sb", "n", "pos", "tid", "nth", "sync")
@@ -16,12 +16,12 @@ class Ctx:
     def __init__(self, plan, weight_offsets, state_offsets, batch=None):
         self.plan, self.wo, self.so = plan, weight_offsets, state_offsets
         # The batched step: `pos` is the address of the row table (positions then slots, `nb`
-        # each) and sequence s's caches start s * slot_floats floats after slot 0's.
+        # each) and sequence s's caches start s * slot_bytes bytes after slot 0's.
         if batch is None:
-            self.pos, self.table, self.nb, self.slot_floats = "pos", "0", 0, 0
+            self.pos, self.table, self.nb, self.slot_bytes = "pos", "0", 0, 0
         else:
             self.pos, self.table = "0", "pos"
-            self.nb, self.slot_floats = batch
+            self.nb, self.slot_bytes = batch
 
     def addr(self, t: Tensor) -> str:
         if t.kind == "state":
@@ -89,14 +89,16 @@ def _rope(c, n):
 def _attention(c, n):
     q, k, v = n.inputs
     a = n.attrs
-    kc, vc = c.addr(n.states["k_cache"]), c.addr(n.states["v_cache"])
-    store = (f"kv_store({c.addr(k)}, {k.row_stride}, {c.addr(v)}, {v.row_stride}, "
-             f"{c.rows(q)}, {k.cols}, "
-             f"{kc}, {vc}, {c.pos}, {c.table}, {c.nb}, {c.slot_floats}, {int(a['ring'])}, "
-             f"tid, nth)")
-    attend = (f"attention({c.addr(q)}, {q.row_stride}, {c.rows(q)}, {a['n_heads']}, "
-              f"{a['n_kv_heads']}, {a['head_dim']}, {kc}, {vc}, {c.pos}, {c.table}, {c.nb}, "
-              f"{c.slot_floats}, {int(a['ring'])}, "
+    kcs, vcs = n.states["k_cache"], n.states["v_cache"]
+    kc, vc = c.addr(kcs), c.addr(vcs)
+    dt = kcs.dtype  # both caches share the storage type
+    row_bytes, soff = kv_row_layout(dt, a["n_kv_heads"], a["head_dim"])
+    cache = (f"{c.pos}, {c.table}, {c.nb}, {c.slot_bytes}, {int(a['ring'])}, {row_bytes}, "
+             f"{soff}")
+    store = (f"KV_STORE_{dt}({c.addr(k)}, {k.row_stride}, {c.addr(v)}, {v.row_stride}, "
+             f"{c.rows(q)}, {a['n_kv_heads']}, {a['head_dim']}, {kc}, {vc}, {cache}, tid, nth)")
+    attend = (f"ATTENTION_{dt}({c.addr(q)}, {q.row_stride}, {c.rows(q)}, {a['n_heads']}, "
+              f"{a['n_kv_heads']}, {a['head_dim']}, {kc}, {vc}, {cache}, "
               f"{float(a['scale'])!r}, "
               f"{int(a['window'])}, {float(a['softcap'])!r}, {c.addr(n.outputs[0])}, sb, "
               f"tid, nth)")
@@ -150,8 +152,9 @@ def kernel_globals() -> dict:
     g.update({f"LINEAR_{k}": v for k, v in {**QUANT_LINEAR, **Q8_LINEAR}.items()})
     g.update({f"EMBED_{k}": v for k, v in QUANT_EMBED.items()})
     g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, layernorm=K.layernorm,
-             act_rows=K.act_rows, rope=K.rope, kv_store=K.kv_store,
-             attention=K.attention, mul_act=K.mul_act, add=K.add, scale=K.scale)
+             act_rows=K.act_rows, rope=K.rope, mul_act=K.mul_act, add=K.add, scale=K.scale)
+    g.update({f"KV_STORE_{k}": v for k, v in K.KV_STORE.items()})
+    g.update({f"ATTENTION_{k}": v for k, v in K.ATTENTION.items()})
     from .intrinsics import barrier, stamp, unit_enter, unit_leave
     g.update(barrier=barrier, stamp=stamp, unit_enter=unit_enter, unit_leave=unit_leave)
     return g
@@ -188,17 +191,17 @@ class _NoAddresses(Ctx):
 
 def _unit_code(units, node_units) -> list:
     """Per kernel-call boundary, the offload statements to put there: (call index, code).
-    Entering a unit reads the next one ahead; leaving it (after its barrier) drops it."""
+    Entering a unit asks for the next one to be read ahead; leaving it (after its barrier)
+    drops it."""
     runs, order, ctl = units["runs"], units["order"], units["ctl"]
 
     def enter(u):
         nxt = order[(order.index(u) + 1) % len(order)]
-        k, off, nb = runs[nxt]
-        return f"unit_enter(ab + {ctl}, {k}, wb, {off}, {nb}, tid)"
+        return f"unit_enter(ab + {ctl}, {runs[nxt][0]}, {len(runs)}, tid)"
 
     def leave(u):
         k, off, nb = runs[u]
-        return f"unit_leave(ab + {ctl}, {k}, wb, {off}, {nb}, tid)"
+        return f"unit_leave(ab + {ctl}, {k}, {len(runs)}, wb, {off}, {nb}, tid)"
 
     out = []
     current = None
@@ -219,7 +222,7 @@ def render_step(graph, plan, weight_offsets, state_offsets, name: str, fixed_n=N
     """Source of the step's parts `def {name}_partK(wb, ab, kb, sb, n, pos, tid, nth, sync)`,
     which the build compiles separately and calls in order from one native entry. With
     `fixed_n` the token count is a constant so LLVM specialises the kernels (decode: n = 1).
-    With `batch` = (max rows, floats per sequence's cache) each row is its own sequence.
+    With `batch` = (max rows, bytes per sequence's caches) each row is its own sequence.
     With `units` (runs, order, ctl, node_units) the step streams offloaded units."""
     c = Ctx(plan, weight_offsets, state_offsets, batch)
     calls, first_call = [], []
