@@ -126,10 +126,12 @@ def test_tiny_model_greedy_matches_python(driver, artefacts):
     assert got[:len(want)] == want[:len(got)] and len(got) >= 1
 
 
+@pytest.mark.xdist_group("gemma")  # the worker that compiles Gemma once for the other tests
 def test_gemma_greedy_matches_python(driver, gemma_artefact):
     check_generation(driver, gemma_artefact, "The capital of France is")
 
 
+@pytest.mark.xdist_group("gemma")
 def test_tokenizer_matches_tokenizers(driver, artefacts, gemma_artefact):
     for path in (artefacts("llama"), gemma_artefact):
         out = run(driver, "tok", path, *PROMPTS)
