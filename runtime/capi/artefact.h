@@ -32,6 +32,5 @@ void art_close(art_file *a);
 int art_section_get(const art_file *a, const char *name, int check, const uint8_t **data,
                     size_t *size, char *err, size_t err_size);
 int art_has(const art_file *a, const char *name);
-uint32_t art_crc32(const uint8_t *p, size_t n);
 
 #endif

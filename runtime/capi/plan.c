@@ -9,16 +9,10 @@
 #include <sys/utsname.h>
 
 #include "ingot.h"
+#include "util.h"
 
 #define BIG ((int64_t)1 << 46) /* no plan size comes near; keeps sums below free of overflow */
 
-static int fail(char *err, size_t n, int code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && n) vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return code;
-}
 
 static int count(mj_val arr) {
     const char *it = NULL;
@@ -75,20 +69,20 @@ int plan_read(const art_file *a, ingot_plan *p, char *err, size_t n) {
         {"tokens_offset", &p->tokens_offset}, {"logits_offset", &p->logits_offset}};
     for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
         if (mj_int(mj_get(pl, req[i].key), req[i].dst) || *req[i].dst < 0 || *req[i].dst > BIG)
-            return fail(err, n, INGOT_E_FORMAT, "artefact plan: '%s' is missing or out of range",
+            return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: '%s' is missing or out of range",
                         req[i].key);
     if (p->vocab_size < 1 || p->vocab_size > INT32_MAX || p->max_seq_len < 1 ||
         p->max_seq_len > INT32_MAX || p->prefill_chunk < 1 || p->arena_bytes < 1)
-        return fail(err, n, INGOT_E_FORMAT, "artefact plan: vocabulary, context, chunk or arena "
+        return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: vocabulary, context, chunk or arena "
                     "size out of range");
     p->max_batch = 1;
     mj_val mb = mj_get(pl, "max_batch");
     if (mb.p && (mj_int(mb, &p->max_batch) || p->max_batch < 1 || p->max_batch > 4096))
-        return fail(err, n, INGOT_E_FORMAT, "artefact plan: bad max_batch");
+        return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: bad max_batch");
     mj_val eps = mj_get(pl, "entry_points");
     if (entry_name(eps, "prefill", p->prefill, sizeof p->prefill) ||
         entry_name(eps, "decode", p->decode, sizeof p->decode))
-        return fail(err, n, INGOT_E_FORMAT, "artefact plan: bad entry_points");
+        return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: bad entry_points");
     p->n_units = count(mj_get(pl, "units"));
     p->n_profile_calls = count(mj_get(pl, "profile_calls"));
     if (mj_bool(mj_get(pl, "units_signal"), &p->units_signal)) p->units_signal = 0;
@@ -96,10 +90,10 @@ int plan_read(const art_file *a, ingot_plan *p, char *err, size_t n) {
         (mj_int(mj_get(pl, "units_ctl_offset"), &p->units_ctl_offset) ||
          p->units_ctl_offset < 0 || p->units_ctl_offset % 8 ||
          p->units_ctl_offset + 8 * (p->n_units + (p->units_signal ? 3 : 0)) > p->arena_bytes))
-        return fail(err, n, INGOT_E_FORMAT, "artefact plan: units_ctl_offset out of range");
+        return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: units_ctl_offset out of range");
     if (p->tokens_offset % 4 || p->tokens_offset + 4 * p->prefill_chunk > p->arena_bytes ||
         p->logits_offset % 4 || p->logits_offset + 4 * p->vocab_size > p->arena_bytes)
-        return fail(err, n, INGOT_E_FORMAT, "artefact plan: token or logits buffer outside the "
+        return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: token or logits buffer outside the "
                     "arena");
     int64_t bos;
     p->bos = mj_int(mj_get(pl, "bos_token_id"), &bos) || bos < 0 || bos >= p->vocab_size
@@ -126,7 +120,7 @@ int plan_check_host(const art_file *a, const char *path, char *err, size_t n) {
     mj_str(mj_get(t, "cpu"), cpu, sizeof cpu);
     if (!mj_str(mj_get(t, "machine"), machine, sizeof machine) && machine[0] &&
         uname(&u) == 0 && strcmp(machine, u.machine) != 0)
-        return fail(err, n, INGOT_E_HOST, "%s: artefact was compiled for %s (target '%s'), this "
+        return ingot_fail(err, n, INGOT_E_HOST, "%s: artefact was compiled for %s (target '%s'), this "
                     "host is %s", path, machine, name, u.machine);
     mj_val flags = mj_get(t, "required_flags");
     if (!count(flags)) return INGOT_OK;
@@ -150,7 +144,7 @@ int plan_check_host(const art_file *a, const char *path, char *err, size_t n) {
     }
     free(line);
     if (missing[0])
-        return fail(err, n, INGOT_E_HOST, "%s: this CPU lacks %s, which the artefact's target "
+        return ingot_fail(err, n, INGOT_E_HOST, "%s: this CPU lacks %s, which the artefact's target "
                     "'%s' (%s) requires", path, missing, name, cpu);
     return INGOT_OK;
 }

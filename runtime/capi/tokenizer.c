@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "unicode_tables.h"
+#include "util.h"
 
 #define VOCAB_VERSION 1u
 #define NONE 0xFFFFFFFFu
@@ -73,17 +74,6 @@ static uint32_t rd32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static uint32_t crc32_of(const uint8_t *p, size_t n) {
-    uint32_t table[256];
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        table[i] = c;
-    }
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
 
 static int bytes_cmp(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) {
     int c = memcmp(a, b, na < nb ? na : nb);
@@ -628,7 +618,7 @@ static int parse(ingot_tok *t, const uint8_t *b, size_t size, char *err, size_t 
     if (rd32(b + 12) != HEADER_SIZE || rd32(b + 16) != size)
         FAIL(INGOT_TOK_E_FORMAT, "vocab_native: header size %u / total %u, section is %zu bytes",
              rd32(b + 12), rd32(b + 16), size);
-    if (crc32_of(b + 24, size - 24) != rd32(b + 20))
+    if (ingot_crc32(b + 24, size - 24) != rd32(b + 20))
         FAIL(INGOT_TOK_E_CHECKSUM, "vocab_native: checksum mismatch");
     t->model = rd32(b + 24);
     t->pretok = rd32(b + 28);
