@@ -23,6 +23,7 @@ from .check import outputs_match
 from .ir import KV_TYPES, Op, kv_row_layout
 from .batch import batch_graph
 from .memplan import plan_memory
+from .native_chat import chat_native
 from .native_vocab import native_vocab_sections
 from .units import assign_units, layout_weights, node_units
 from .passes import run_passes
@@ -158,7 +159,8 @@ FLOAT_TYPES = ("f32", "f16", "bf16", "iq4_nl", "mxfp4")
 def compile_model(model, output=None, *, dtype=None, isq=None, target="host", max_seq_len=4096,
                   prefill_chunk=128, verify_passes=False, progress=False, format=None,
                   file=None, tokenizer=None, quant_policy=None, chat_template=None,
-                  profile=False, max_batch=1, max_memory=None, kv_cache="f32", **opts):
+                  profile=False, max_batch=1, max_memory=None, kv_cache="f32",
+                  cpu_target=None, **opts):
     if opts:
         raise IngotError(f"unknown compile option(s): {', '.join(sorted(opts))}")
     from ..targets.cpu.host import resolve_target
@@ -188,14 +190,26 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         max_memory = parse_bytes(max_memory)
     if not 1 <= max_batch <= chunk:
         raise IngotError(f"--max-batch must be between 1 and the prefill chunk ({chunk})")
+    from ..targets.cuda import target as _cuda_targets  # noqa: F401 (registers cuda-sm*)
     tgt = resolve_target(target)
+    cuda = getattr(tgt, "kind", "cpu") == "cuda"
+    if cuda and (max_batch > 1 or profile):
+        raise IngotError(f"target {tgt.name}: --max-batch and --profile are CPU-only for now")
+    cpu_tgt = None
+    if cuda:  # the host-side code that device maps run layers on (None: GPU only)
+        from ..targets.cuda.host_code import cpu_target_for
+        cpu_tgt = cpu_target_for(tgt.name, cpu_target)
+    elif cpu_target is not None:
+        raise IngotError("--cpu-target is for CUDA targets (use --target for the CPU)")
     if output is None:
         key = content_key(src, dtype=dt, isq=isq_type, policy=sorted(table.items()),
                           max_seq=max_seq, chunk=chunk, target=tgt.describe(),
                           template=template, **({"profile": True} if profile else {}),
                           **({"max_batch": max_batch} if max_batch > 1 else {}),
                           **({"max_memory": max_memory} if max_memory else {}),
-                          **({"kv_cache": kv} if kv != "f32" else {}))
+                          **({"kv_cache": kv} if kv != "f32" else {}),
+                          **({"cpu_target": cpu_tgt.describe() if cpu_tgt else None}
+                             if cuda else {}))
         output = default_cache_dir() / f"{src.name}-{key}.ingot"
         if output.exists():
             return output
@@ -275,7 +289,16 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         batch = {"batch_tokens_offset": bplan.offset(bgraph.inputs["tokens"]),
                  "batch_logits_offset": bplan.offset(bl) + 4 * bl.col_offset,
                  "batch_arena_bytes": bplan.arena_size}
-    code = build_library(sources, tgt, workdir=output.parent if output.parent.exists() else None)
+    device_sections, device_plan = {}, {}
+    if cuda:  # launch lists, kernel source, PTX and cubin instead of CPU code
+        from ..targets.cuda.compile import cuda_sections
+        device_sections, device_plan = cuda_sections(
+            graph, plan, w_off, s_off, chunk, tgt, cpu_target=cpu_tgt,
+            workdir=output.parent if output.parent.exists() else None)
+        code = device_sections.pop("code", None)
+    else:
+        code = build_library(sources, tgt,
+                             workdir=output.parent if output.parent.exists() else None)
     phase("write")
 
     logits = graph.outputs["logits"]
@@ -316,6 +339,7 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         "spec": spec_to_json(spec),
         "tensors": [tensor_entry(w, w_off[id(w)]) for w in weights if w.source[0] != "array"],
     }
+    plan_json.update(device_plan)
     header = {"ingot_version": __version__, "target": tgt.describe(), "model": src.name}
 
     def weight_chunks():
@@ -338,8 +362,13 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     with ArtefactWriter(output) as aw:
         aw.header = header
         native = native_vocab_sections(src.artefact_sections(), plan_json)  # skips noted in plan
+        # The native chat format that renders the template as Jinja does (libingot), or why not.
+        plan_json["chat_native"] = chat_native(template, src.artefact_sections())
         aw.add("plan", json.dumps(plan_json, sort_keys=True).encode())
-        aw.add("code", code)
+        if code is not None:
+            aw.add("code", code)
+        for name, data in device_sections.items():
+            aw.add(name, data)
         for name, data in {**src.artefact_sections(), **native}.items():
             aw.add(name, data)
         if template is not None:

@@ -69,10 +69,14 @@ def add_model_flags(p, *, default_note: str, default_batch: int = 1) -> None:
                    "fit are streamed from the artefact each step; at compile time a default "
                    "recorded in the artefact")
     p.add_argument("--target", default="host")
+    p.add_argument("--cpu-target", metavar="NAME",
+                   help="with a CUDA --target: the CPU the artefact's host-side code is built "
+                   "for, which runs the layers a device map (-n) puts on the CPU (default: this "
+                   "host for cuda-sm80/sm90, aarch64+dotprod for cuda-sm87; none: GPU only)")
 
 
 def add_device_flags(p) -> None:
-    """mistral.rs' device mapping; checked at load (every layer runs on the CPU for now)."""
+    """mistral.rs' device mapping; a CUDA artefact runs each layer where the map puts it."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("-n", "--num-device-layers", metavar="MAP",
                    help='layers per device, in order from layer 0: "0:16;1:8" (16 on CUDA '
@@ -115,7 +119,7 @@ def compile_from_args(args, output=None):
     return ingot.compile(model, output, dtype=args.dtype, isq=args.isq, target=args.target,
                          max_seq_len=args.max_seq_len, prefill_chunk=args.prefill_chunk,
                          max_batch=args.max_batch, max_memory=args.max_memory,
-                         kv_cache=args.kv_cache,
+                         kv_cache=args.kv_cache, cpu_target=args.cpu_target,
                          format=fmt, file=file, tokenizer=args.tokenizer,
                          quant_policy=args.quant_policy, chat_template=args.chat_template,
                          progress=sys.stderr.isatty())
@@ -304,8 +308,8 @@ def cmd_run(args, parser) -> int:
     if path is None:
         # The user cache is keyed by a hash of the model files and flags: compiled once.
         path = compile_from_args(args)
-    device_map_from_args(args, path)
-    model = ingot.load(path, threads=args.threads, max_memory=args.max_memory)
+    model = ingot.load(path, threads=args.threads, max_memory=args.max_memory,
+                       device_map=device_map_from_args(args, path))
     try:
         apply_shift_flags(args, parser, model)
         if args.prompt is None:
@@ -328,8 +332,8 @@ def cmd_serve(args, parser) -> int:
     apply_shift_flags(args, parser, None)
     import ingot
     path = args.artefact if args.artefact is not None else compile_from_args(args)
-    device_map_from_args(args, path)
-    model = ingot.load(path, threads=args.threads, max_memory=args.max_memory)
+    model = ingot.load(path, threads=args.threads, max_memory=args.max_memory,
+                       device_map=device_map_from_args(args, path))
     engine = model.engine
     engine.max_queue = args.max_queue
     try:
@@ -375,8 +379,10 @@ def cmd_inspect(args) -> int:
     out = [f"artefact   {art.path}  ({_size(size)})",
            f"format     version {h.get('format_version')}, written by ingot "
            f"{h.get('ingot_version')}, model {h.get('model')}",
-           f"target     {t.get('name')}: {t.get('machine')} {t.get('triple')}, cpu {t.get('cpu')}"
-           f"; needs {' '.join(t.get('required_flags') or []) or 'no special flags'}",
+           (f"target     {t.get('name')}: CUDA {t.get('arch')} cubin, PTX for newer GPUs"
+            if t.get("kind") == "cuda" else
+            f"target     {t.get('name')}: {t.get('machine')} {t.get('triple')}, cpu {t.get('cpu')}"
+            f"; needs {' '.join(t.get('required_flags') or []) or 'no special flags'}"),
            "", "sections   name                   offset          size"]
     out += [f"           {s['name']:<20} {s['offset']:>8}  {_size(s['size']):>12}"
             for s in art.section_info()]
@@ -521,7 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("build-capi", help="build libingot.so and ingot.h (the C library) with "
                        "the system C compiler")
     k.add_argument("--out", default=".", help="folder for libingot.so and ingot.h")
+    k.add_argument("--target", default="host", help="build for this target's machine (e.g. "
+                   "aarch64 with the aarch64-linux-gnu cross compiler; see list-targets)")
     k.set_defaults(func=cmd_build_capi)
+
+    t = sub.add_parser("list-targets", help="the --target names: triple, CPU, features, and "
+                       "whether this host can run their code")
+    t.set_defaults(func=cmd_list_targets)
 
     b = sub.add_parser("bench", help="Ingot against llama.cpp on the same model: prefill and "
                        "decode tokens/s, load time, TTFT, peak RSS, bandwidth ceiling")
@@ -532,8 +544,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_build_capi(args) -> int:
     from .runtime.capi_build import build_capi
-    lib = build_capi(args.out)
+    machine = None
+    if args.target not in ("host", "native"):
+        from .targets.registry import resolve_target
+        machine = getattr(resolve_target(args.target), "machine", None)  # GPUs: this host
+    lib = build_capi(args.out, machine=machine)
     print(f"{lib}\n{lib.parent / 'ingot.h'}")
+    return 0
+
+
+def cmd_list_targets(args) -> int:
+    from .targets.registry import list_targets
+    rows = list_targets()
+    w = max(len(r["name"]) for r in rows)
+    for r in rows:
+        feats = ",".join(r["features"]) if r["name"] != "host" else "(this CPU's)"
+        runs = "yes" if r["runs_here"] else f"no: {r['why_not']}"
+        print(f"{r['name']:<{w}}  {r['triple']:<26} {r['cpu']:<13} {feats}\n"
+              f"{'':<{w}}  runs here: {runs}")
     return 0
 
 

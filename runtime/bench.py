@@ -39,13 +39,14 @@ class WorkerFailed(Exception):
 class Worker:
     """A bench_worker subprocess; `ask(cmd=...)` sends one command and returns its answer."""
 
-    def __init__(self, engine: str, path, threads: int, n_ctx: int, n_batch: int, seed: int):
+    def __init__(self, engine: str, path, threads: int, n_ctx: int, n_batch: int, seed: int,
+                 gpu_layers: int = 0):
         self.engine, self.threads = engine, threads
         self._err = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ingot.runtime.bench_worker", engine, str(path),
              "--threads", str(threads), "--n-ctx", str(n_ctx), "--n-batch", str(n_batch),
-             "--seed", str(seed)],
+             "--seed", str(seed), "--n-gpu-layers", str(gpu_layers)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True,
             bufsize=1)
         self.hello = self._read()
@@ -157,10 +158,13 @@ def _row(engine: str, threads: int, hello: dict, samples: dict, rss: float, prom
     first = prompts[0]
     prefill = {str(n): n / _median(s["prefill_s"] for s in samples[n]) for n in prompts}
     decode = gen / _median(s["decode_s"] for s in samples[first])
+    dev = hello.get("device_bytes")
     return {"engine": engine, "threads": threads, "load_s": hello["load_s"],
             "prefill_tok_s": prefill, "decode_tok_s": decode,
             "ttft_s": _median(s["ttft_s"] for s in samples[first]), "peak_rss_mib": rss,
-            "bandwidth_gb_s": bw, "ceiling_tok_s": ceiling, "decode_of_ceiling": decode / ceiling,
+            "device_memory_mib": None if dev is None else dev / 2**20,
+            "bandwidth_gb_s": bw, "ceiling_tok_s": ceiling,
+            "decode_of_ceiling": None if ceiling is None else decode / ceiling,
             "samples": {str(n): samples[n] for n in prompts}}
 
 
@@ -168,8 +172,12 @@ def bench_threads(art, ref, threads: int, prompts: list, gen: int, repeats: int,
                   bandwidth_mib: int, seed: int = 0) -> tuple:
     """Rows for one thread count: (rows, notes)."""
     notes = []
-    bw = read_bandwidth(threads, bandwidth_mib)
-    ceiling = bw * 1e9 / decode_bytes(plan, prompts[0] + gen / 2)["total"]
+    cuda = plan.get("device") == "cuda"
+    # The host's memory bandwidth bounds a CPU run's decode; a GPU's is not measured here.
+    bw = ceiling = None
+    if not cuda:
+        bw = read_bandwidth(threads, bandwidth_mib)
+        ceiling = bw * 1e9 / decode_bytes(plan, prompts[0] + gen / 2)["total"]
     n_ctx, n_batch = plan["max_seq_len"], max(prompts)
     workers = {}
     try:
@@ -178,8 +186,9 @@ def bench_threads(art, ref, threads: int, prompts: list, gen: int, repeats: int,
         except WorkerFailed as e:
             raise IngotError(str(e)) from None
         if ref is not None:
-            try:
-                workers[LLAMA] = Worker(LLAMA, ref, threads, n_ctx, n_batch, seed)
+            try:  # a CUDA artefact's peer: llama.cpp with every layer on the GPU
+                workers[LLAMA] = Worker(LLAMA, ref, threads, n_ctx, n_batch, seed,
+                                        gpu_layers=-1 if cuda else 0)
             except WorkerFailed as e:
                 notes.append(f"llama.cpp run at {threads} threads failed: {e}")
                 _note(notes[-1] + " (reporting Ingot alone)")
@@ -255,6 +264,13 @@ def run_bench(model, *, gguf=None, reference=True, threads=(1, 2), prompt_tokens
     finally:
         a.close()
     max_seq, notes = plan["max_seq_len"], []
+    if plan.get("device") == "cuda":
+        if list(threads) != [1]:
+            notes.append("a CUDA artefact runs on the GPU: one run, not one per thread count")
+            _note(notes[-1])
+        threads = [1]
+        notes.append("batch 1 only: CUDA artefacts decode one sequence (--max-batch is "
+                     "CPU-only), so there is no batch-8 figure")
     fits = [n for n in prompt_tokens if n <= max_seq]
     if not fits or fits[0] + gen_tokens > max_seq:
         n = fits[0] if fits else prompt_tokens[0]
@@ -287,17 +303,24 @@ def run_bench(model, *, gguf=None, reference=True, threads=(1, 2), prompt_tokens
 
 
 # -- printing --------------------------------------------------------------------------------
+def _opt(v, fmt: str) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
 def format_table(report: dict) -> str:
     prompts = report["settings"]["prompt_tokens"]
     head = ("engine", "threads", "load s", *(f"prefill@{n} tok/s" for n in prompts),
-            "decode tok/s", "TTFT ms", "peak RSS MiB", "bandwidth GB/s", "decode % ceiling")
+            "decode tok/s", "TTFT ms", "peak RSS MiB", "device MiB", "bandwidth GB/s",
+            "decode % ceiling")
     cells = [head]
     for r in report["results"]:
         cells.append((r["engine"], str(r["threads"]), f"{r['load_s']:.3f}",
                       *(f"{r['prefill_tok_s'][str(n)]:.1f}" for n in prompts),
                       f"{r['decode_tok_s']:.1f}", f"{r['ttft_s'] * 1e3:.1f}",
-                      f"{r['peak_rss_mib']:.1f}", f"{r['bandwidth_gb_s']:.1f}",
-                      f"{100 * r['decode_of_ceiling']:.0f}%"))
+                      f"{r['peak_rss_mib']:.1f}", _opt(r.get("device_memory_mib"), "{:.1f}"),
+                      _opt(r["bandwidth_gb_s"], "{:.1f}"),
+                      _opt(None if r["decode_of_ceiling"] is None
+                           else 100 * r["decode_of_ceiling"], "{:.0f}%")))
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
     return "\n".join("  ".join(c[i].rjust(widths[i]) if i else c[i].ljust(widths[i])
                                for i in range(len(head))) for c in cells)

@@ -56,6 +56,8 @@ class IngotEngine:
         self.model = Model.load(path, threads=threads)
         self.load_s = time.perf_counter() - t
         self.vocab_size, self.threads = self.model.vocab_size, self.model.threads
+        # A CUDA artefact: the bytes its backend holds on the GPU (None on the CPU).
+        self.device_bytes = getattr(self.model._team, "device_bytes", None)
 
     def native(self, ids: np.ndarray):
         return ids.astype(np.int64)
@@ -71,12 +73,16 @@ class IngotEngine:
 
 
 class LlamaCppEngine:
-    def __init__(self, path, threads, n_ctx, n_batch, **_):
+    def __init__(self, path, threads, n_ctx, n_batch, gpu_layers=0, **_):
         import llama_cpp
+        if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            raise RuntimeError("this llama-cpp-python build has no GPU offload (CUDA): no "
+                               "GPU peer")
         self._get = llama_cpp.llama_get_logits_ith
         t = time.perf_counter()
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_batch,
-                                   n_threads=threads, n_threads_batch=threads, verbose=False)
+                                   n_threads=threads, n_threads_batch=threads,
+                                   n_gpu_layers=gpu_layers, verbose=False)
         self.load_s = time.perf_counter() - t
         self.vocab_size, self.threads = self.llm.n_vocab(), threads
 
@@ -124,7 +130,8 @@ def _error(e: BaseException) -> str:
     return " ".join(msg.split()) or type(e).__name__
 
 
-def serve(engine_name: str, path: str, threads: int, n_ctx: int, n_batch: int, seed: int) -> int:
+def serve(engine_name: str, path: str, threads: int, n_ctx: int, n_batch: int, seed: int,
+          gpu_layers: int = 0) -> int:
     # The protocol owns the real stdout; anything a native library prints goes to stderr.
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
@@ -134,11 +141,13 @@ def serve(engine_name: str, path: str, threads: int, n_ctx: int, n_batch: int, s
         out.write(json.dumps(msg) + "\n")
 
     try:
-        engine = ENGINES[engine_name](path, threads, n_ctx=n_ctx, n_batch=n_batch)
+        engine = ENGINES[engine_name](path, threads, n_ctx=n_ctx, n_batch=n_batch,
+                                      gpu_layers=gpu_layers)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which decides
         say(ok=False, error=_error(e))
         return 1
-    say(ok=True, load_s=engine.load_s, vocab_size=engine.vocab_size, threads=engine.threads)
+    say(ok=True, load_s=engine.load_s, vocab_size=engine.vocab_size, threads=engine.threads,
+        device_bytes=getattr(engine, "device_bytes", None))
     prompts: dict = {}
     for line in sys.stdin:
         if not line.strip():
@@ -174,8 +183,10 @@ def main(argv=None) -> int:
     p.add_argument("--n-ctx", type=int, default=1024, help="llama.cpp context size")
     p.add_argument("--n-batch", type=int, default=512, help="llama.cpp batch size")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-gpu-layers", type=int, default=0, help="llama.cpp layers on the GPU "
+                   "(-1: all; the peer of a CUDA artefact)")
     a = p.parse_args(argv)
-    return serve(a.engine, a.file, a.threads, a.n_ctx, a.n_batch, a.seed)
+    return serve(a.engine, a.file, a.threads, a.n_ctx, a.n_batch, a.seed, a.n_gpu_layers)
 
 
 if __name__ == "__main__":

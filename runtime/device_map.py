@@ -31,9 +31,14 @@ CPU = "cpu"
 
 
 def usable_devices() -> list[str]:
-    """The devices Ingot's runtime can run layers on. Only the CPU until the CUDA target lands
-    (then: the CUDA devices it finds), so any map that names a GPU fails `check_available`."""
-    return [CPU]
+    """The devices Ingot's runtime can run layers on: the CPU and the CUDA devices the driver
+    finds (looked up lazily; none without libcuda), or cuda:0 when the CUDA simulator is set
+    (INGOT_CUDA_SIM). Only a CUDA artefact can use a GPU (the load says so)."""
+    import os
+    from .cuda.driver import device_count
+    from .cuda.sim import ENV
+    n = 1 if os.environ.get(ENV) else device_count()
+    return [CPU] + [f"cuda:{i}" for i in range(n)]
 
 
 def device_name(text, where: str) -> str:
@@ -138,8 +143,8 @@ class DeviceMap:
         """Raise, naming the first layers (or the head) whose device this host lacks."""
         have = {device_name(d, "available devices") for d in available_devices} | {CPU}
         cudas = sorted((d for d in have if d != CPU), key=lambda d: int(d.split(":")[1]))
-        lacks = ("this runtime has no CUDA device to run them on (Ingot's CUDA target is "
-                 "not built yet: run them on the CPU with -n cpu:* or drop -n)" if not cudas
+        lacks = ("this runtime has no CUDA device to run them on (no CUDA driver or GPU "
+                 "found: run them on the CPU with -n cpu:* or drop -n)" if not cudas
                  else f"this host has only {', '.join(cudas)}")
         for dev in self.devices():
             if dev in have:

@@ -17,13 +17,22 @@ def cpu_flags() -> set:
     return set()
 
 
-def check_target(target: dict, path) -> None:
+def why_not_runnable(target: dict):
+    """None when this host can run code built for `target` (an artefact header's "target"),
+    else the reason, naming the machine or the missing CPU flags."""
     machine = platform.machine()
     if target.get("machine") and target["machine"] != machine:
-        raise IngotError(f"{path}: artefact was compiled for {target['machine']} "
-                         f"(target '{target.get('name')}'), this host is {machine}")
+        return (f"built for {target['machine']} (target '{target.get('name')}'), this host "
+                f"is {machine}")
     need = set(target.get("required_flags", []))
     missing = sorted(need - cpu_flags()) if need else []
     if missing:
-        raise IngotError(f"{path}: this CPU lacks {', '.join(missing)}, which the artefact's "
-                         f"target '{target.get('name')}' ({target.get('cpu')}) requires")
+        return (f"needs {', '.join(missing)}, which this CPU lacks (target "
+                f"'{target.get('name')}', cpu {target.get('cpu')})")
+    return None
+
+
+def check_target(target: dict, path) -> None:
+    why = why_not_runnable(target)
+    if why:
+        raise IngotError(f"{path}: artefact {why}")

@@ -32,7 +32,8 @@ def default_threads() -> int:
 
 
 class Model:
-    def __init__(self, art: Artefact, threads=None, max_memory=None, prefetch=True):
+    def __init__(self, art: Artefact, threads=None, max_memory=None, prefetch=True,
+                 device_map=None):
         self.artefact = art
         self.path = art.path
         check_target(art.header.get("target", {}), art.path)
@@ -49,17 +50,25 @@ class Model:
         self.max_memory = None if max_memory is None else parse_bytes(max_memory)
         # Units (layers, head) kept mapped; the rest stream from the artefact each step, the
         # next one faulted in by a background thread while the step computes (read_ahead).
-        self.resident, self.read_ahead = plan_streaming(p, self.threads, self.max_memory,
-                                                        self.path, read_ahead=prefetch)
+        self.device = p.get("device", "cpu")
+        self.device_map = _device_map(device_map, p, self.path, self.device)
+        if self.device == "cuda":  # the budget is the GPU's: CudaSteps plans its streaming
+            self.resident, self.read_ahead = [True] * len(p.get("units", [])), False
+        else:
+            self.resident, self.read_ahead = plan_streaming(p, self.threads, self.max_memory,
+                                                            self.path, read_ahead=prefetch)
         self._read_ahead = None
 
-        self._lib = load_library(art.section("code"))
-        self._prefill = entry(self._lib, p["entry_points"]["prefill"])
-        self._decode = entry(self._lib, p["entry_points"]["decode"])
-        # The batched decode step (several sequences, one token each) reads its row table
-        # (positions, then slots) from the address passed as `pos`.
-        self._batch = entry(self._lib, p["entry_points"]["batch"]) \
-            if "batch" in p["entry_points"] else None
+        if self.device == "cuda":  # launch lists instead of native code: steps by name
+            self._prefill, self._decode, self._batch = "prefill", "decode", None
+        else:
+            self._lib = load_library(art.section("code"))
+            self._prefill = entry(self._lib, p["entry_points"]["prefill"])
+            self._decode = entry(self._lib, p["entry_points"]["decode"])
+            # The batched decode step (several sequences, one token each) reads its row table
+            # (positions, then slots) from the address passed as `pos`.
+            self._batch = entry(self._lib, p["entry_points"]["batch"]) \
+                if "batch" in p["entry_points"] else None
         self._weights = np.frombuffer(art.section("weights", check=False), np.uint8)
         scratch = p["scratch_bytes_per_thread"]
         # Profile builds keep a cycle stamp per decode call after the barrier words.
@@ -76,7 +85,15 @@ class Model:
         sync = a + p["arena_bytes"] + self.threads * scratch
         self._stamps = self._arena[sync - a + 64:sync - a + 64 + 8 * (len(self._profile_calls) + 1)] \
             .view(np.int64)
-        self._team = ThreadTeam(self.threads, a + p["arena_bytes"], scratch, sync)
+        if self.device == "cuda":
+            from .cuda.steps import CudaSteps
+            self._team = CudaSteps(
+                art, p, weights=self._weights, arena=self._arena, kv=self._kv,
+                device_map=self.device_map, max_memory=self.max_memory,
+                cpu_team=lambda: ThreadTeam(self.threads, a + p["arena_bytes"], scratch, sync))
+            self.resident = self._team.resident
+        else:
+            self._team = ThreadTeam(self.threads, a + p["arena_bytes"], scratch, sync)
         self._tokens = self._arena[p["tokens_offset"]:p["tokens_offset"] + 4 * self.chunk] \
             .view(np.int32)
         lo = p["logits_offset"]
@@ -108,10 +125,12 @@ class Model:
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
-    def load(cls, path, *, threads=None, max_memory=None, prefetch=True) -> "Model":
+    def load(cls, path, *, threads=None, max_memory=None, prefetch=True,
+             device_map=None) -> "Model":
         art = Artefact(path)
         try:
-            return cls(art, threads=threads, max_memory=max_memory, prefetch=prefetch)
+            return cls(art, threads=threads, max_memory=max_memory, prefetch=prefetch,
+                       device_map=device_map)
         except BaseException:
             art.close()
             raise
@@ -331,6 +350,19 @@ class Model:
         answer = self.generate(list(messages), **generate_kw)
         messages.append({"role": "assistant", "content": answer})
         return answer
+
+
+def _device_map(dm, plan: dict, path, device: str):
+    """A DeviceMap from a map, its -n text, or None; a CPU artefact runs only "cpu" maps."""
+    if dm is None:
+        return None
+    from .device_map import DeviceMap, parse_layer_counts
+    if not isinstance(dm, DeviceMap):
+        dm = parse_layer_counts(str(dm), int(plan["n_layers"]))
+    if device != "cuda" and not dm.all_cpu:
+        raise IngotError(f"{path} is compiled for the CPU; layers mapped to a GPU need an "
+                         f"artefact compiled with --target cuda-sm80/sm87/sm90")
+    return dm if device == "cuda" else None
 
 
 def parse_bytes(value) -> int:

@@ -56,3 +56,29 @@ def gemma_artefact(gemma_gguf, tmp_path_factory):
     import ingot
     return ingot.compile(gemma_gguf, tmp_path_factory.mktemp("gemma-art") / "gemma.ingot",
                          max_seq_len=1024)
+
+
+@pytest.fixture(scope="session")
+def libingot(tmp_path_factory):
+    """libingot.so built once per worker and loaded through tests/capi_ctypes.py."""
+    import capi_ctypes
+    from ingot.errors import IngotError
+    from ingot.runtime.capi_build import build_capi, find_cc
+    try:
+        find_cc()
+    except IngotError as e:
+        pytest.skip(f"NO C COMPILER: libingot is NOT tested ({e})")
+    return capi_ctypes.load(build_capi(tmp_path_factory.mktemp("libingot")))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """A test's own xdist_group mark overrides its module's: xdist would otherwise join both
+    names into a group of their own, and that group's worker would compile the shared model
+    (e.g. Gemma, group "gemma") a second time."""
+    for item in items:
+        own = [m for m in item.own_markers if m.name == "xdist_group"]
+        if own:
+            def iter_markers(name=None, _orig=item.iter_markers, _own=own):
+                return iter(_own) if name == "xdist_group" else _orig(name)
+            item.iter_markers = iter_markers

@@ -13,6 +13,20 @@ from ingot.compiler.pipeline import FLOAT_TYPES  # noqa: F401  (types multiplied
 EXACT_Q8_BOUND = 3e-2
 
 
+def quantize_like_kernel(x):
+    """(dequantized codes, dx per 32-block) of float32 rows (numpy), as the kernels' 8-bit
+    activation quantizer (the CPU's q8_kernels.quantize_row, CUDA's ingot_quantize_q8)."""
+    import numpy as np
+    n, k = x.shape
+    b = x.reshape(n, k // 32, 32).astype(np.float32)
+    amax = np.abs(b).max(axis=2, keepdims=True)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.rint(b * inv)
+    d = (amax / np.float32(127)).astype(np.float32)
+    return (q.astype(np.float64) * d).reshape(n, k), d.reshape(n, k // 32).astype(np.float64)
+
+
 def quantize_blocks(x):
     import torch
     shape = x.shape

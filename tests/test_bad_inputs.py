@@ -129,7 +129,7 @@ BROKEN_ARTEFACTS = {
                         "not an Ingot artefact (bad magic number)"),
     "newer format": (_newer_version, "format version 99 is newer"),
     "other machine": (lambda src, dst: _retarget(src, dst, "aarch64"),
-                      "compiled for aarch64"),
+                      "built for aarch64"),
     "truncated": (lambda src, dst: dst.write_bytes(src.read_bytes()[:src.stat().st_size // 2]),
                   "artefact is truncated"),
     "corrupt code": (_corrupt_code, "section 'code' is corrupt (checksum mismatch)"),

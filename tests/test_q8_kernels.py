@@ -15,21 +15,10 @@ import pytest
 
 from ingot.targets.cpu.q8_kernels import Q8_BLOCK_TYPES, Q8_LINEAR, q8_row_bytes
 from test_quant_kernels import random_rows
+from q8_activations import quantize_like_kernel
 
 GUARD = 256  # bytes / floats past every buffer that must stay untouched
 pytestmark = pytest.mark.xdist_group("q8_kernels")  # one worker JIT-compiles each kernel once
-
-
-def quantize_like_kernel(x):
-    """(dequantized codes, dx per 32-block) of float32 rows, as q8_kernels.quantize_row."""
-    n, k = x.shape
-    b = x.reshape(n, k // 32, 32).astype(np.float32)
-    amax = np.abs(b).max(axis=2, keepdims=True)
-    with np.errstate(divide="ignore"):
-        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
-    q = np.rint(b * inv)
-    d = (amax / np.float32(127)).astype(np.float32)
-    return (q.astype(np.float64) * d).reshape(n, k), d.reshape(n, k // 32).astype(np.float64)
 
 
 def _run(kernel, raw, N, K, x, xs, n, bias, nth):

@@ -6,6 +6,10 @@
  * Versioning: INGOT_ABI_VERSION changes whenever a function, a struct layout or a constant below
  * changes incompatibly; compare ingot_abi_version() with it at start-up. The option structs carry
  * their own size (set by ingot_*_default), so fields can be appended in later versions.
+ * Additions that break nothing keep the version: ABI 1 gained ingot_chat_apply, ingot_message,
+ * INGOT_E_NO_TEMPLATE, ingot_memory_info and layer streaming under memory_budget; a program
+ * that uses them needs a libingot that has them (ingot_status_name(INGOT_E_NO_TEMPLATE) is
+ * "unknown status" in one that does not).
  *
  * Threads: a model handle is used by one thread at a time (calls on it are not synchronised);
  * different handles are independent and may be used from different threads at once. Each handle
@@ -14,7 +18,11 @@
  *
  * Memory: everything is allocated in ingot_open (arena, KV cache, tokenizer scratch, sampler
  * buffers, worker threads) and released in ingot_close. ingot_eval, ingot_sample and
- * ingot_generate allocate nothing.
+ * ingot_generate allocate nothing. Under a memory_budget below "every layer resident" the
+ * weight units (layers, head) that do not fit stream from the mapped artefact: the step drops a
+ * streamed unit's pages once past it and a read-ahead thread faults the next one in meanwhile,
+ * with the same choice of resident units as the Python runtime's --max-memory
+ * (runtime/offload.py). The tokens are the same as with every unit resident.
  *
  * Errors: every function returning int returns INGOT_OK (0) or a negative ingot_status. The
  * message for the last failure on a handle is ingot_last_error(model); failures with no handle
@@ -61,14 +69,19 @@ typedef enum ingot_status {
     INGOT_E_TEXT = -13,     /* text the tokenizer refuses (invalid UTF-8, too long) */
     INGOT_E_STEP = -14,     /* a native step returned a failure status */
     INGOT_E_STATE = -15,    /* no logits yet: run ingot_eval first */
-    INGOT_E_BUDGET = -16    /* memory_budget is below what the model needs */
+    INGOT_E_BUDGET = -16,   /* memory_budget is below the smallest that works (streaming all but
+                               the shared weights): the message names that smallest budget */
+    INGOT_E_NO_TEMPLATE = -17 /* the artefact has no native chat format: the message says why */
 } ingot_status;
 
 typedef struct ingot_options {
     uint32_t size;          /* sizeof(ingot_options); set by ingot_options_default */
     int32_t threads;        /* worker threads per step; 0: the CPUs this process may run on */
-    uint64_t memory_budget; /* bytes; 0: no limit. Checked against what the model needs (layer
-                               streaming below that is not in libingot yet) */
+    uint64_t memory_budget; /* bytes; 0: the artefact's compile-time --max-memory if it has one,
+                               else no limit. Below "every unit resident" the largest units stay
+                               resident and the rest stream (see Memory above; the budget counts
+                               arena, scratch, KV cache, shared weights, resident units and the
+                               streamed units held at once: one, or two with read-ahead) */
     int32_t context;        /* tokens; 0: the compiled max_seq_len; never more than it */
 } ingot_options;
 
@@ -106,6 +119,23 @@ INGOT_API int ingot_open(const char *path, const ingot_options *opt, ingot_model
 /* Stops the workers and releases everything; NULL is a no-op; a closed handle: E_HANDLE. */
 INGOT_API int ingot_close(ingot_model *model);
 
+/* What memory_budget chose. Set size = sizeof(ingot_memory) first. resident (may be NULL):
+ * cap bytes receive 1 (resident) or 0 (streamed) per unit in the plan's order ("units"):
+ * INGOT_E_SMALL when cap < n_units (the struct is still filled in). */
+typedef struct ingot_memory {
+    uint32_t size;
+    int32_t n_units;      /* weight units: each layer, the head */
+    int32_t n_streamed;   /* units that stream from the artefact each step */
+    int32_t read_ahead;   /* 1: a thread faults the next streamed unit in during the step */
+    uint64_t budget;      /* the budget in force (0: none) */
+    uint64_t fixed_bytes; /* arena, scratch, KV cache and the weights outside units */
+    uint64_t peak_bytes;  /* fixed + resident units + the streamed units held at once */
+    uint64_t full_bytes;  /* with every unit resident */
+    uint64_t floor_bytes; /* the smallest budget that works */
+} ingot_memory;
+INGOT_API int ingot_memory_info(ingot_model *model, ingot_memory *out, uint8_t *resident,
+                                size_t cap);
+
 /* Model facts (-1, or 0 for ingot_is_eos, on a bad handle). */
 INGOT_API int32_t ingot_vocab_size(const ingot_model *model);
 INGOT_API int32_t ingot_context(const ingot_model *model);  /* usable positions */
@@ -121,6 +151,23 @@ INGOT_API int ingot_tokenize(ingot_model *model, const char *text, size_t len, i
                              int32_t *ids, size_t cap, size_t *needed);
 INGOT_API int ingot_detokenize(ingot_model *model, const int32_t *ids, size_t n, char *out,
                                size_t cap, size_t *needed);
+
+/* Chat templates. The compiler matches the artefact's Jinja chat template against libingot's
+ * native formats (chatml, llama3, phi3, gemma, mistral [INST]) on probe conversations and
+ * records the one that renders every probe byte for byte as the template does (plan
+ * "chat_native"); this renders a conversation with that format. Roles and contents are
+ * NUL-terminated UTF-8 (else INGOT_E_TEXT). Writes up to cap bytes, then a NUL when there is
+ * room; *needed (may be NULL) is the full length without the NUL; INGOT_E_SMALL when cap is
+ * too small (the output is then partial). INGOT_E_NO_TEMPLATE when the artefact has no native
+ * format (the message says why none matched); INGOT_E_ARG for roles the format refuses (gemma
+ * and mistral: user and assistant turns must alternate, as their templates raise). The text
+ * carries the template's own BOS where it prints one: tokenize it with add_special = 0. */
+typedef struct ingot_message {
+    const char *role;    /* "system", "user", "assistant", ... */
+    const char *content;
+} ingot_message;
+INGOT_API int ingot_chat_apply(ingot_model *model, const ingot_message *msgs, size_t n,
+                               int add_generation_prompt, char *out, size_t cap, size_t *needed);
 
 /* Feeds n tokens after the current position: n > 1 runs the prefill step in chunks, n == 1 the
  * decode step. The logits of the last token are then available from ingot_logits. */

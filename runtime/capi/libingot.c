@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "artefact.h"
+#include "chat.h"
+#include "offload.h"
 #include "plan.h"
 #include "sample.h"
 #include "team.h"
@@ -48,6 +50,9 @@ struct ingot_model {
     size_t piece_cap;
     ingot_sampler sampler;
     int32_t *history;
+    offload_plan offload;   /* which units stay resident under the budget */
+    offload_reader reader;  /* faults the next streamed unit in (when read_ahead) */
+    chat_cfg chat;
     char err[ERR];
 };
 
@@ -99,7 +104,7 @@ const char *ingot_status_name(int s) {
         "checksum mismatch", "host cannot run this artefact", "out of memory",
         "cannot load native code", "context overflow", "token outside the vocabulary",
         "buffer too small", "no native tokenizer", "text refused", "native step failed",
-        "no logits yet", "memory budget too small"};
+        "no logits yet", "memory budget too small", "no native chat template"};
     return s <= 0 && -s < (int)(sizeof names / sizeof names[0]) ? names[-s] : "unknown status";
 }
 
@@ -126,6 +131,7 @@ void ingot_sampling_default(ingot_sampling *s) {
 
 static void release(ingot_model *m) {
     if (m->team_ok) team_close(&m->team);
+    reader_stop(&m->reader); /* before the arena that holds its signal words goes */
     ingot_tok_free(m->tok);
     sampler_free(&m->sampler);
     free(m->piece);
@@ -190,11 +196,13 @@ static int make_buffers(ingot_model *m, uint64_t budget) {
     size_t wn = 0;
     int rc = art_section_get(&m->art, "weights", 0, &w, &wn, m->err, ERR);
     if (rc) return rc;
-    uint64_t need = (uint64_t)wn + m->arena_len + m->kv_len;
-    if (budget && budget < need)
-        return set_err(m->err, INGOT_E_BUDGET, "memory_budget %llu bytes is below the %llu this "
-                       "model needs with every layer resident (layer streaming is not in "
-                       "libingot yet)", (unsigned long long)budget, (unsigned long long)need);
+    if ((uint64_t)p->weights_bytes > wn)
+        return set_err(m->err, INGOT_E_FORMAT, "artefact plan: weights_bytes %lld exceeds the "
+                       "weights section (%zu bytes)", (long long)p->weights_bytes, wn);
+    /* 0: the compile-time --max-memory, as the Python runtime does. */
+    uint64_t limit = budget ? budget : (uint64_t)p->max_memory_hint;
+    if ((rc = offload_choose(p, m->threads, limit, 1, m->path, &m->offload, m->err, ERR)))
+        return rc;
     m->arena = zeroed(m->arena_len);
     m->kv = zeroed(m->kv_len);
     if (!m->arena || !m->kv)
@@ -205,9 +213,13 @@ static int make_buffers(ingot_model *m, uint64_t budget) {
     m->kb = (int64_t)(intptr_t)m->kv;
     m->tokens = (int32_t *)(m->arena + p->tokens_offset);
     m->logits = (float *)(m->arena + p->logits_offset);
+    /* Control words (runtime/model.py's): 1 resident; 0 streamed and read ahead; 2 streamed.
+     * The signal words after them stay 0 (no eventfd) unless the reader runs. */
     int64_t *ctl = (int64_t *)(m->arena + p->units_ctl_offset);
-    for (int64_t u = 0; u < p->n_units; u++) ctl[u] = 1; /* every unit resident; the signal
-                                                            words stay 0: nothing is streamed */
+    for (int64_t u = 0; u < p->n_units; u++)
+        ctl[u] = m->offload.resident[u] ? 1 : m->offload.read_ahead ? 0 : 2;
+    if (m->offload.read_ahead && reader_start(&m->reader, ctl + p->n_units, w, p))
+        return set_err(m->err, INGOT_E_NOMEM, "cannot start the read-ahead thread");
     return INGOT_OK;
 }
 
@@ -250,6 +262,7 @@ static int open_model(ingot_model *m, const char *path, const ingot_options *o) 
     if ((rc = load_code(m)) || (rc = make_buffers(m, o->memory_budget)) ||
         (rc = make_tokenizer(m)))
         return rc;
+    chat_load(&m->art, &m->chat);
     m->history = malloc(((size_t)m->ctx + 1) * sizeof *m->history); /* + the unfed last */
     if (!m->history || sampler_init(&m->sampler, (int32_t)m->plan.vocab_size))
         return set_err(m->err, INGOT_E_NOMEM, "out of memory");
@@ -375,6 +388,44 @@ int ingot_detokenize(ingot_model *m, const int32_t *ids, size_t n, char *out, si
     rc = tok_status(m, ingot_tok_decode(m->tok, ids, n, INGOT_TOK_SKIP_SPECIAL, out, cap, &need));
     if (needed) *needed = need;
     return rc;
+}
+
+/* ---------------------------------------------------------------- chat */
+
+int ingot_chat_apply(ingot_model *m, const ingot_message *msgs, size_t n,
+                     int add_generation_prompt, char *out, size_t cap, size_t *needed) {
+    HANDLE(m);
+    return chat_render(&m->chat, msgs, n, add_generation_prompt, out, cap, needed, m->err, ERR);
+}
+
+/* ---------------------------------------------------------------- memory */
+
+int ingot_memory_info(ingot_model *m, ingot_memory *out, uint8_t *resident, size_t cap) {
+    HANDLE(m);
+    if (!out || out->size < sizeof *out)
+        return set_err(m->err, INGOT_E_ARG, "ingot_memory_info: out is NULL or out->size is not "
+                       "sizeof(ingot_memory)");
+    const offload_plan *o = &m->offload;
+    uint64_t held = o->fixed, big[2] = {0, 0};
+    for (int64_t i = 0; i < m->plan.n_units; i++) {
+        uint64_t b = (uint64_t)m->plan.unit_bytes[i];
+        if (o->resident[i]) held += b;
+        else if (b > big[0]) big[1] = big[0], big[0] = b;
+        else if (b > big[1]) big[1] = b;
+    }
+    out->n_units = (int32_t)m->plan.n_units;
+    out->n_streamed = o->n_streamed;
+    out->read_ahead = o->read_ahead;
+    out->budget = o->budget;
+    out->fixed_bytes = o->fixed;
+    out->peak_bytes = held + big[0] + (o->read_ahead ? big[1] : 0);
+    out->full_bytes = o->full;
+    out->floor_bytes = o->floor;
+    if (resident && cap < (size_t)m->plan.n_units)
+        return set_err(m->err, INGOT_E_SMALL, "ingot_memory_info: %lld units, room for %zu",
+                       (long long)m->plan.n_units, cap);
+    if (resident) memcpy(resident, o->resident, (size_t)m->plan.n_units);
+    return INGOT_OK;
 }
 
 /* ---------------------------------------------------------------- the step */

@@ -55,6 +55,37 @@ static void read_eos(const art_file *a, ingot_plan *p, mj_val plan) {
     if (p->n_eos == 0) add_ids(p, mj_get(plan, "eos_token_ids"));
 }
 
+/* The offload units (runtime/offload.py reads the same), inside the weights section. */
+static int read_units(ingot_plan *p, mj_val pl, char *err, size_t n) {
+    mj_val units = mj_get(pl, "units");
+    p->n_units = count(units);
+    if (p->n_units > PLAN_MAX_UNITS)
+        return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: %lld offload units, more than "
+                          "libingot's %d", (long long)p->n_units, PLAN_MAX_UNITS);
+    mj_val wb = mj_get(pl, "weights_bytes");
+    if (wb.p ? mj_int(wb, &p->weights_bytes) || p->weights_bytes < 0 || p->weights_bytes > BIG
+             : p->n_units > 0)
+        return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: bad weights_bytes");
+    if (mj_int(mj_get(pl, "max_memory_hint"), &p->max_memory_hint) || p->max_memory_hint < 0)
+        p->max_memory_hint = 0; /* null: no compile-time budget */
+    const char *it = NULL;
+    mj_val u;
+    int64_t sum = 0;
+    for (int k = 0; mj_next(units, &it, &u); k++) {
+        int64_t off, nb;
+        if (mj_int(mj_get(u, "offset"), &off) || mj_int(mj_get(u, "bytes"), &nb) || off < 0 ||
+            nb < 0 || nb > BIG || off > p->weights_bytes - nb)
+            return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: unit %d lies outside the "
+                              "weights", k);
+        p->unit_offset[k] = off;
+        p->unit_bytes[k] = nb;
+        sum += nb;
+    }
+    if (sum > p->weights_bytes)
+        return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: units exceed the weights");
+    return INGOT_OK;
+}
+
 int plan_read(const art_file *a, ingot_plan *p, char *err, size_t n) {
     const uint8_t *data;
     size_t size;
@@ -83,7 +114,7 @@ int plan_read(const art_file *a, ingot_plan *p, char *err, size_t n) {
     if (entry_name(eps, "prefill", p->prefill, sizeof p->prefill) ||
         entry_name(eps, "decode", p->decode, sizeof p->decode))
         return ingot_fail(err, n, INGOT_E_FORMAT, "artefact plan: bad entry_points");
-    p->n_units = count(mj_get(pl, "units"));
+    if ((rc = read_units(p, pl, err, n))) return rc;
     p->n_profile_calls = count(mj_get(pl, "profile_calls"));
     if (mj_bool(mj_get(pl, "units_signal"), &p->units_signal)) p->units_signal = 0;
     if (p->n_units &&
@@ -102,7 +133,47 @@ int plan_read(const art_file *a, ingot_plan *p, char *err, size_t n) {
     return INGOT_OK;
 }
 
-/* Whether the first flags line of /proc/cpuinfo names `flag` as a whole word. */
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+/* The kernel's names for the AT_HWCAP and AT_HWCAP2 bits, in bit order (what /proc/cpuinfo's
+ * Features line shows). Read from the auxiliary vector, which an emulator such as qemu-user
+ * fills in for the CPU it emulates, while its /proc/cpuinfo is the host's. */
+static const char *const HWCAP_NAMES[] = {
+    "fp", "asimd", "evtstrm", "aes", "pmull", "sha1", "sha2", "crc32", "atomics", "fphp",
+    "asimdhp", "cpuid", "asimdrdm", "jscvt", "fcma", "lrcpc", "dcpop", "sha3", "sm3", "sm4",
+    "asimddp", "sha512", "sve", "asimdfhm", "dit", "uscat", "ilrcpc", "flagm", "ssbs", "sb",
+    "paca", "pacg"};
+static const char *const HWCAP2_NAMES[] = {
+    "dcpodp", "sve2", "sveaes", "svepmull", "svebitperm", "svesha3", "svesm4", "flagm2",
+    "frint", "svei8mm", "svef32mm", "svef64mm", "svebf16", "i8mm", "bf16", "dgh", "rng", "bti"};
+
+static char *cpu_flags_line(void) {
+    char *line = calloc(1, 1024);
+    unsigned long caps[2] = {getauxval(AT_HWCAP), getauxval(AT_HWCAP2)};
+    const char *const *names[2] = {HWCAP_NAMES, HWCAP2_NAMES};
+    size_t counts[2] = {sizeof HWCAP_NAMES / sizeof *HWCAP_NAMES,
+                        sizeof HWCAP2_NAMES / sizeof *HWCAP2_NAMES};
+    for (int w = 0; line && w < 2; w++)
+        for (size_t b = 0; b < counts[w]; b++)
+            if (caps[w] >> b & 1) strcat(strcat(line, " "), names[w][b]);
+    return line;
+}
+#else
+/* The first flags line of /proc/cpuinfo (malloc'd), or NULL. */
+static char *cpu_flags_line(void) {
+    char *line = NULL;
+    size_t cap = 0;
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && getline(&line, &cap, f) > 0)
+        if (!strncmp(line, "flags", 5) || !strncmp(line, "Features", 8)) break;
+    int found = f && line && (!strncmp(line, "flags", 5) || !strncmp(line, "Features", 8));
+    if (f) fclose(f);
+    if (!found) free(line);
+    return found ? line : NULL;
+}
+#endif
+
+/* Whether a CPU flags line names `flag` as a whole word. */
 static int has_flag(const char *line, const char *flag) {
     size_t k = strlen(flag);
     for (const char *s = line; (s = strstr(s, flag)) != NULL; s += k)
@@ -124,13 +195,8 @@ int plan_check_host(const art_file *a, const char *path, char *err, size_t n) {
                     "host is %s", path, machine, name, u.machine);
     mj_val flags = mj_get(t, "required_flags");
     if (!count(flags)) return INGOT_OK;
-    char *line = NULL;
-    size_t cap = 0;
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    while (f && getline(&line, &cap, f) > 0)
-        if (!strncmp(line, "flags", 5) || !strncmp(line, "Features", 8)) break;
-    int found = f && line && (!strncmp(line, "flags", 5) || !strncmp(line, "Features", 8));
-    if (f) fclose(f);
+    char *line = cpu_flags_line();
+    int found = line != NULL;
     char missing[256] = "";
     const char *it = NULL;
     mj_val e;

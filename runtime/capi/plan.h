@@ -13,11 +13,15 @@
 #include "artefact.h"
 
 #define PLAN_MAX_EOS 16
+#define PLAN_MAX_UNITS 1024 /* offload units (layers, head); a model has far fewer */
 
 typedef struct {
     int64_t vocab_size, max_seq_len, prefill_chunk, max_batch;
     int64_t arena_bytes, scratch_bytes, state_bytes, tokens_offset, logits_offset;
     int64_t n_units, units_ctl_offset, n_profile_calls;
+    int64_t weights_bytes;       /* the weights section (shared weights + every unit) */
+    int64_t max_memory_hint;     /* the compile-time --max-memory; 0: none */
+    int64_t unit_offset[PLAN_MAX_UNITS], unit_bytes[PLAN_MAX_UNITS]; /* in the weights */
     int units_signal;
     int32_t bos;                 /* -1: none */
     int32_t eos[PLAN_MAX_EOS];

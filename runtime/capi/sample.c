@@ -100,15 +100,20 @@ static void select_top(const float *x, int32_t *ids, int32_t m, int32_t k) {
     }
 }
 
-int32_t sampler_pick(ingot_sampler *s, const float *logits, const ingot_sampling *p,
-                     const int32_t *history, size_t n_history) {
+int32_t sampler_filter(ingot_sampler *s, const float *logits, const ingot_sampling *p,
+                       const int32_t *history, size_t n_history) {
     float *x = s->x;
     memcpy(x, logits, (size_t)s->n * sizeof *x);
     if (n_history && p->repetition_penalty != 1.0f)
         penalize(s, history, n_history, p->repetition_penalty);
-    if (p->temperature == 0) return argmax(x, s->n);
+    if (p->temperature == 0) {
+        s->ids[0] = argmax(x, s->n);
+        x[s->ids[0]] = 1.0f;
+        return 1;
+    }
     if (p->temperature != 1.0f) {
-        float inv = 1.0f / p->temperature;
+        /* 1/T rounded once from double, as sampling.py's np.float32(1.0 / temperature) */
+        float inv = (float)(1.0 / (double)p->temperature);
         for (int32_t i = 0; i < s->n; i++) x[i] *= inv;
     }
     int32_t m = s->n;
@@ -142,6 +147,14 @@ int32_t sampler_pick(ingot_sampler *s, const float *logits, const ingot_sampling
             if (x[s->ids[i]] >= floor_p) s->ids[k++] = s->ids[i];
         m = k;
     }
+    return m;
+}
+
+int32_t sampler_pick(ingot_sampler *s, const float *logits, const ingot_sampling *p,
+                     const int32_t *history, size_t n_history) {
+    int32_t m = sampler_filter(s, logits, p, history, n_history);
+    if (p->temperature == 0) return s->ids[0]; /* greedy: no draw */
+    const float *x = s->x;
     double total = 0;
     for (int32_t i = 0; i < m; i++) total += x[s->ids[i]];
     double r = uniform(s) * total, cum = 0;

@@ -25,7 +25,12 @@ int sampler_init(ingot_sampler *s, int32_t n_vocab);
 void sampler_free(ingot_sampler *s);
 /* Restarts the draws from `seed`. */
 void sampler_seed(ingot_sampler *s, uint64_t seed);
-/* Returns the chosen id. history: the ids the penalty looks at. */
+/* The candidates the filters leave: returns m, with their ids in ids[0..m) and their weights
+ * (unnormalised probabilities, the top one 1) in x[id]. Greedy: the argmax alone. */
+int32_t sampler_filter(ingot_sampler *s, const float *logits, const ingot_sampling *p,
+                       const int32_t *history, size_t n_history);
+/* Returns the chosen id (sampler_filter, then one draw). history: the ids the penalty looks
+ * at. */
 int32_t sampler_pick(ingot_sampler *s, const float *logits, const ingot_sampling *p,
                      const int32_t *history, size_t n_history);
 /* A message for bad parameters, or NULL when they are valid. */

@@ -3,12 +3,13 @@
 numba compiles each step function with its kernels into one LLVM module. We keep only its
 native entry (numba's calling convention), wrap it as `int64 ingot_<name>(int64 x9)`, make
 everything else internal (so numba's Python wrappers and symbol names drop out and the library
-is deterministic), optimise, and link with the system C compiler.
+is deterministic), optimise for the target's triple, CPU and features, and link with the system
+C compiler (a cross compiler when the target is another machine).
 """
 from __future__ import annotations
 
 import os
-import shutil
+import shlex
 import subprocess
 import tempfile
 
@@ -16,7 +17,8 @@ import llvmlite.binding as llvm
 from numba import types
 
 from ...errors import IngotError
-from .host import CpuTarget
+from . import late
+from .host import CpuTarget, codegen_target
 from .step_source import STEP_ARGS, kernel_globals
 
 _ARGS = (types.int64,) * len(STEP_ARGS)
@@ -88,9 +90,16 @@ def _entry(export: str, parts: list, triple: str, layout: str) -> str:
 
 def build_library(sources: dict, target: CpuTarget, workdir=None) -> bytes:
     """`sources`: export name -> step source defining a function of that name. Returns the bytes
-    of a shared library exporting `ingot_<name>` for each."""
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
+    of a shared library exporting `ingot_<name>` for each. A named target (not "host") builds in
+    a fresh process (cross.py): numba compiles and caches kernels per process, with the
+    instructions of the target that process generates code for."""
+    from ...runtime.capi_build import find_cc
+    find_cc(target.machine, purpose="to link the native code")  # fail before a long compile
+    if target.name != codegen_target().name:
+        from .cross import build_in_subprocess
+        return build_in_subprocess(sources, target, workdir)
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
     tm = llvm.Target.from_triple(target.triple).create_target_machine(
         cpu=target.cpu, features=target.features, opt=3, reloc="pic", codemodel="default")
     module = None
@@ -104,13 +113,17 @@ def build_library(sources: dict, target: CpuTarget, workdir=None) -> bytes:
         else:
             _internalize(mod, exports)  # keep duplicated kernel symbols from clashing
             module.link_in(mod)
+    late.link_into(module)
     _internalize(module, exports)
+    # numba lowers for the host triple; its IR carries no CPU attributes, so the target's
+    # triple and data layout (the same sizes and alignments for our types) are all that change.
     module.triple = target.triple
+    module.data_layout = str(tm.target_data)
     pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
     pb.getModulePassManager().run(module, pb)
     module.verify()
     obj = tm.emit_object(module)
-    return _link(obj, workdir)
+    return _link(obj, target, workdir)
 
 
 def _internalize(mod, exports) -> None:
@@ -122,20 +135,15 @@ def _internalize(mod, exports) -> None:
             g.linkage = llvm.Linkage.internal
 
 
-def find_cc() -> str:
-    for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if cc and shutil.which(cc):
-            return cc
-    raise IngotError("no C compiler/linker found to link the native code (install gcc, or set CC)")
-
-
-def _link(obj: bytes, workdir=None) -> bytes:
+def _link(obj: bytes, target: CpuTarget, workdir=None) -> bytes:
+    from ...runtime.capi_build import find_cc
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         o, so = os.path.join(d, "step.o"), os.path.join(d, "step.so")
         with open(o, "wb") as f:
             f.write(obj)
         # No build id and stripped symbols: the same object links to the same bytes.
-        cmd = [find_cc(), "-shared", "-o", so, o, "-lm", "-Wl,--build-id=none", "-s"]
+        cmd = [*shlex.split(find_cc(target.machine, purpose="to link the native code")),
+               "-shared", "-o", so, o, "-lm", "-Wl,--build-id=none", "-s"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise IngotError(f"linking native code failed: {r.stderr.strip().splitlines()[-1]}")

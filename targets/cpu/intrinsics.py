@@ -1,11 +1,16 @@
 """Low-level helpers for numba kernels: raw pointers from integer addresses, float16/bfloat16
-widening, and atomics for the in-kernel barrier. Each emits a few LLVM instructions."""
+widening, and atomics for the in-kernel barrier. Each emits a few LLVM instructions, the same
+on x86-64 and AArch64 (half conversions are fcvt there; libc calls are glibc's on both) except
+the cycle counter."""
 from __future__ import annotations
 
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from . import late
+from .host import codegen_arch
 
 _I64 = ir.IntType(64)
 
@@ -139,8 +144,12 @@ def atomic_store(typingctx, addr, value):
 
 @intrinsic
 def cycles(typingctx):
-    """The CPU's cycle counter (rdtsc on x86): for profile builds only."""
+    """The CPU's cycle counter (rdtsc on x86): for profile builds only. AArch64's cycle
+    counter (PMCCNTR_EL0, what llvm.readcyclecounter reads) traps in user space unless the
+    kernel allows it, so there the generic timer's virtual count (CNTVCT_EL0) stands in."""
     def codegen(context, builder, sig, args):
+        if codegen_arch() == "aarch64":
+            return late.call(builder, "ingot_a64_cntvct", ir.FunctionType(_I64, []), [])
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, []),
                                             "llvm.readcyclecounter")
         return builder.call(fn, [])

@@ -4,8 +4,11 @@ numba has no vector types, and its integers are int64, so byte-level unpacking a
 products do not vectorise from scalar code. These types and intrinsics let a kernel say what
 it means once (load 32 bytes, mask nibbles, dot with 32 int8 activations, scale into a float
 accumulator); each intrinsic emits portable LLVM vector IR, except the int8 dot, which uses the
-target's byte multiply-add where it has one (AVX2 `vpmaddubsw`) and plain widening multiplies
-elsewhere. A kernel's values never leave registers: the types are LLVM first-class vectors.
+target's byte multiply-add where it has one (AVX2 `vpmaddubsw`, VNNI `vpdpbusd`,
+AArch64 `sdot`) and plain
+widening multiplies elsewhere. The choice follows the target being compiled for
+(host.codegen_features), not the machine running the compiler. A kernel's values never leave
+registers: the types are LLVM first-class vectors.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from numba.core import cgutils
 from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
 
-from .host import host_features
+from . import late
+from .host import codegen_arch, codegen_features
 
 _I8, _I16, _I32, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
 _B32 = ir.VectorType(_I8, 32)
@@ -162,20 +166,55 @@ def _pairs_to_i32x8(builder, prod16):
     return builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
 
 
-def _use_avx2():
-    return "avx2" in host_features()
+def _sdot(builder, w, x):
+    """AArch64 dotprod: per 16-byte half, `sdot` sums four signed byte products into each i32
+    lane (lane m: bytes 4m..4m+3), exactly the lanes of dot_u8/dot_i8."""
+    v16, v4 = ir.VectorType(_I8, 16), ir.VectorType(_I32, 4)
+    zero = ir.Constant(v4, [0] * 4)
+    halves = []
+    for h in range(2):
+        idx = ir.Constant(ir.VectorType(_I32, 16), list(range(16 * h, 16 * h + 16)))
+        halves.append(late.call(builder, "ingot_a64_sdot", ir.FunctionType(v4, [v4, v16, v16]),
+                                [zero, builder.shuffle_vector(w, w, idx),
+                                 builder.shuffle_vector(x, x, idx)]))
+    return builder.shuffle_vector(halves[0], halves[1], ir.Constant(_I32X8, list(range(8))))
+
+
+def _vpdpbusd(builder, w, x):
+    """x86 VNNI: `vpdpbusd` sums four unsigned x signed byte products into each i32 lane, in
+    int32 (no vpmaddubsw int16 step). Called directly, not late: the process compiling it
+    always runs on x86 with these features (the host, or a cross build whose numba CPU is
+    the target's), so numba's own JIT can select it."""
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_I32X8, [_I32X8] * 3), "llvm.x86.avx512.vpdpbusd.256")
+    return builder.call(fn, [ir.Constant(_I32X8, [0] * 8), builder.bitcast(w, _I32X8),
+                             builder.bitcast(x, _I32X8)])
+
+
+def _dot_kind():
+    feats = codegen_features()
+    if codegen_arch() == "aarch64":
+        return "sdot" if "dotprod" in feats else "portable"
+    if "avxvnni" in feats or {"avx512vnni", "avx512vl"} <= feats:
+        return "vnni"
+    return "avx2" if "avx2" in feats else "portable"
 
 
 def _dot(signed_weights):
     def codegen(context, builder, sig, args):
         w, xaddr = args
         x = _load(builder, xaddr, _B32)
-        if _use_avx2():
-            if signed_weights:  # |w| * (x with w's sign): vpmaddubsw wants unsigned * signed
+        kind = _dot_kind()
+        if kind in ("avx2", "vnni"):
+            if signed_weights:  # |w| * (x with w's sign): both want unsigned * signed bytes
                 x = _sign(builder, x, w)
                 w = _sign(builder, w, w)
+            if kind == "vnni":
+                return _vpdpbusd(builder, w, x)
             ones = ir.Constant(ir.VectorType(_I16, 16), [1] * 16)
             return _madd(builder, _maddubs(builder, w, x), ones)
+        if kind == "sdot":  # unsigned weights are below 128: the same bytes read as signed
+            return _sdot(builder, w, x)
         v16 = ir.VectorType(_I16, 32)
         wide_w = builder.sext(w, v16) if signed_weights else builder.zext(w, v16)
         return _pairs_to_i32x8(builder, builder.mul(wide_w, builder.sext(x, v16)))

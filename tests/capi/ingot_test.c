@@ -1,7 +1,10 @@
 /* libingot's test driver (tests/test_capi.py runs it; also a small example of the API).
  *
- *   ingot_test gen ARTEFACT THREADS N (--text TEXT | --ids ID,ID,...)
- *       greedy generation: "P id" per prompt id, "G id" per generated id, "T hex" of the text
+ *   ingot_test gen ARTEFACT THREADS N [--budget BYTES] (--text TEXT | --ids ID,ID,...)
+ *       greedy generation: "P id" per prompt id, "G id" per generated id, "T hex" of the text;
+ *       then "S streamed read_ahead" (the units memory_budget streams)
+ *   ingot_test chat ARTEFACT ROLE CONTENT [ROLE CONTENT ...]
+ *       "C rc hex" of the conversation with the generation prompt (ingot_chat_apply)
  *   ingot_test tok ARTEFACT TEXT...     "K id id ..." per text (with special tokens)
  *   ingot_test open PATH                "open rc message"
  *   ingot_test misuse ARTEFACT          "case rc message" per misuse, then "done"
@@ -34,6 +37,10 @@ static int gen(const char *path, int threads, int n, int argc, char **argv) {
     ingot_options opt;
     ingot_options_default(&opt);
     opt.threads = threads;
+    if (argc >= 2 && !strcmp(argv[0], "--budget")) {
+        opt.memory_budget = strtoull(argv[1], NULL, 10);
+        argc -= 2, argv += 2;
+    }
     ingot_model *m;
     int rc = ingot_open(path, &opt, &m);
     if (rc) return fail("open", rc, NULL);
@@ -57,6 +64,10 @@ static int gen(const char *path, int threads, int n, int argc, char **argv) {
     printf("T ");
     for (size_t i = 0; i < t.len; i++) printf("%02x", (unsigned char)t.text[i]);
     printf("\nN %d\n", made);
+    ingot_memory mem;
+    mem.size = sizeof mem;
+    if (ingot_memory_info(m, &mem, NULL, 0) == INGOT_OK)
+        printf("S %d %d\n", mem.n_streamed, mem.read_ahead);
     free(t.text);
     return ingot_close(m) ? 1 : 0;
 }
@@ -74,6 +85,25 @@ static int tok(const char *path, int argc, char **argv) {
         for (size_t i = 0; i < n; i++) printf(" %d", ids[i]);
         printf("\n");
     }
+    return ingot_close(m) ? 1 : 0;
+}
+
+static int chat(const char *path, int argc, char **argv) {
+    ingot_model *m;
+    int rc = ingot_open(path, NULL, &m);
+    if (rc) return fail("open", rc, NULL);
+    ingot_message msgs[32];
+    size_t n = 0;
+    for (int a = 0; a + 1 < argc && n < 32; a += 2)
+        msgs[n++] = (ingot_message){argv[a], argv[a + 1]};
+    size_t need = 0;
+    rc = ingot_chat_apply(m, msgs, n, 1, NULL, 0, &need); /* the size first */
+    char *out = malloc(need + 1);
+    if (rc == INGOT_E_SMALL) rc = ingot_chat_apply(m, msgs, n, 1, out, need + 1, &need);
+    printf("C %d ", rc);
+    for (size_t i = 0; rc == INGOT_OK && i < need; i++) printf("%02x", (unsigned char)out[i]);
+    printf("\n");
+    free(out);
     return ingot_close(m) ? 1 : 0;
 }
 
@@ -190,6 +220,7 @@ int main(int argc, char **argv) {
     if (argc >= 6 && !strcmp(argv[1], "gen"))
         return gen(argv[2], atoi(argv[3]), atoi(argv[4]), argc - 5, argv + 5);
     if (argc >= 3 && !strcmp(argv[1], "tok")) return tok(argv[2], argc - 3, argv + 3);
+    if (argc >= 3 && !strcmp(argv[1], "chat")) return chat(argv[2], argc - 3, argv + 3);
     if (argc == 3 && !strcmp(argv[1], "open")) {
         ingot_model *m = NULL;
         int rc = ingot_open(argv[2], NULL, &m);

@@ -1,0 +1,162 @@
+// The KV cache (compiler/ir.py kv_row_layout) and attention over it. Position p's row is
+// p % ring (ring = the cache's rows: max_seq, or the window's ring). Each storage type says
+// how to put one value of a head (given the 32-block's max |x|) and how to read one back.
+struct KvF32 {
+    __device__ static void put(u8 *row, i64 soff, i64 h, i64 D, i64 j, float v, float amax) {
+        ((float *)row)[h * D + j] = v;
+    }
+    __device__ static float get(const u8 *row, i64 soff, i64 h, i64 D, i64 j) {
+        return ((const float *)row)[h * D + j];
+    }
+};
+struct KvF16 {
+    __device__ static void put(u8 *row, i64 soff, i64 h, i64 D, i64 j, float v, float amax) {
+        ((u16 *)row)[h * D + j] = f2h(v);
+    }
+    __device__ static float get(const u8 *row, i64 soff, i64 h, i64 D, i64 j) {
+        return h2f(((const u16 *)row)[h * D + j]);
+    }
+};
+// GGUF's Q8_0 per 32-block of a head (the last one shorter): d = max|x| / 127 as f16 (after
+// the row's quants), codes round(x / d), halves away from zero, as the CPU cache.
+struct KvQ8 {
+    __device__ static void put(u8 *row, i64 soff, i64 h, i64 D, i64 j, float v, float amax) {
+        const i64 nblk = (D + 31) / 32;
+        const float dq = amax / 127.0f, inv = amax > 0.0f ? 1.0f / dq : 0.0f;
+        if ((j & 31) == 0) ((u16 *)(row + soff))[h * nblk + j / 32] = f2h(dq);
+        const float q = v * inv;
+        ((signed char *)row)[h * D + j] = (signed char)(int)(q >= 0.0f ? q + 0.5f : q - 0.5f);
+    }
+    __device__ static float get(const u8 *row, i64 soff, i64 h, i64 D, i64 j) {
+        const i64 nblk = (D + 31) / 32;
+        const float sc = h2f(((const u16 *)(row + soff))[h * nblk + j / 32]);
+        return sc * (float)((const signed char *)row)[h * D + j];
+    }
+};
+
+// KV_STORE: k, ks, v, vs, rows, KV, D, kc, vc, ring, row_bytes, soff; grid (KV, rows), one
+// warp: 32-blocks of the head in turn (the block's max |x| for q8_0).
+template <class F> __device__ void kv_store(KARGS) {
+    const i64 h = blockIdx.x, t = blockIdx.y, D = a[6], p = d[0] + t;
+    const i64 o = (p % a[9]) * a[10];
+    for (int which = 0; which < 2; which++) {
+        const float *x = AFP(which ? 2 : 0) + t * a[which ? 3 : 1] + h * D;
+        u8 *row = (u8 *)a[which ? 8 : 7] + o;
+        for (i64 j0 = 0; j0 < D; j0 += 32) {
+            const i64 j = j0 + threadIdx.x;
+            const float v = j < D ? x[j] : 0.0f;
+            const float amax = warp_max(fabsf(v));
+            if (j < D) F::put(row, a[11], h, D, j, v, amax);
+        }
+    }
+}
+
+// ATTENTION: q, qs, rows, H, KV, D, kc, vc, ring, row_bytes, soff, scale, window, softcap, out;
+// grid (H, rows), W warps (W <= 8: more for decode's long contexts, fewer for prefill's many
+// short ones). Query t at position pos + t attends keys max(0, p - window + 1)..p; warp w
+// takes keys w, w + W, ... with an online softmax (lane l holds dims l, l + 32, ...), then the
+// warps' partial sums are merged. GQA: head h reads kv head h / (H / KV).
+#define ATT_MAX_WARPS 8
+#define ATT_MAX_D 512
+// The warps' partial results: max, sum, and weighted values (s_acc[w * ATT_MAX_D + dim]).
+struct AttShared { float m[ATT_MAX_WARPS], l[ATT_MAX_WARPS], acc[ATT_MAX_WARPS * ATT_MAX_D]; };
+
+template <class F, int DL> __device__ void attend(KARGS, AttShared &sh, i64 S) {
+    float *s_m = sh.m, *s_l = sh.l, *s_acc = sh.acc;
+    const i64 H = a[3], KV = a[4], D = a[5], h = blockIdx.x, t = blockIdx.y, g = h / (H / KV);
+    const i64 ring = a[8], rb = a[9], soff = a[10], window = a[12], p = d[0] + t;
+    const float scale = AF(11), cap = AF(13);
+    const u8 *kc = (const u8 *)a[6], *vc = (const u8 *)a[7];
+    const i64 start = (window > 0 && p - window + 1 > 0) ? p - window + 1 : 0, L = p + 1 - start;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, W = blockDim.x >> 5;
+    const float *q = AFP(0) + t * a[1] + h * D;
+    float qv[DL], acc[DL];
+    for (int i = 0; i < DL; i++) {
+        const i64 j = lane + 32 * i;
+        qv[i] = j < D ? q[j] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    // Split S ways (blockIdx.z of S): this block takes keys [kb, ke) of the L.
+    const i64 per = (L + S - 1) / S, kb = min(L, (i64)blockIdx.z * per), ke = min(L, kb + per);
+    float m = -INFINITY, l = 0.0f;
+    for (i64 j0 = kb; j0 < ke; j0 += W) {  // the same trip count in every warp
+        const i64 jj = j0 + w;
+        const bool ok = jj < ke;
+        const i64 row = ((start + (ok ? jj : 0)) % ring) * rb;
+        float s = 0.0f;
+        if (ok)
+            for (int i = 0; i < DL; i++)
+                if (lane + 32 * i < D) s += qv[i] * F::get(kc + row, soff, g, D, lane + 32 * i);
+        s = warp_sum(s) * scale;
+        if (cap > 0.0f) s = cap * tanhf(s / cap);
+        if (ok) {
+            const float mn = fmaxf(m, s), c = expf(m - mn), e = expf(s - mn);
+            l = l * c + e;
+            for (int i = 0; i < DL; i++)
+                if (lane + 32 * i < D)
+                    acc[i] = acc[i] * c + e * F::get(vc + row, soff, g, D, lane + 32 * i);
+            m = mn;
+        }
+    }
+    if (lane == 0) { s_m[w] = m; s_l[w] = l; }
+    for (int i = 0; i < DL; i++)
+        if (lane + 32 * i < D) s_acc[w * ATT_MAX_D + lane + 32 * i] = acc[i];
+    __syncthreads();
+    float M = -INFINITY;
+    for (int k = 0; k < W; k++) M = fmaxf(M, s_m[k]);
+    float den = 0.0f, f[ATT_MAX_WARPS];
+    for (int k = 0; k < W; k++) {
+        f[k] = s_l[k] > 0.0f ? expf(s_m[k] - M) : 0.0f;  // a warp with no keys adds nothing
+        den += s_l[k] * f[k];
+    }
+    if (S == 1) {
+        float *out = AOUT(14) + (t * H + h) * D;
+        for (i64 j = threadIdx.x; j < D; j += blockDim.x) {
+            float num = 0.0f;
+            for (int k = 0; k < W; k++) num += f[k] * s_acc[k * ATT_MAX_D + j];
+            out[j] = num / den;
+        }
+        return;
+    }
+    // A split's partial result for ingot_attention_merge: max, sum, unnormalised values.
+    float *part = (float *)a[15] + ((t * H + h) * S + blockIdx.z) * (D + 2);
+    if (threadIdx.x == 0) { part[0] = M; part[1] = den; }
+    for (i64 j = threadIdx.x; j < D; j += blockDim.x) {
+        float num = 0.0f;
+        for (int k = 0; k < W; k++) num += f[k] * s_acc[k * ATT_MAX_D + j];
+        part[2 + j] = num;
+    }
+}
+// S = 1: the whole softmax in one block per (token, head); S > 1 (decode over long contexts:
+// grid z = S, args + partials' address, S): each block a contiguous S-th of the keys, merged
+// by ingot_attention_merge.
+template <class F> __device__ void attention(KARGS, i64 S) {
+    __shared__ AttShared sh;  // one copy for the kernel, whichever variant runs
+    const i64 D = a[5];  // registers per lane for the head's dims
+    if (D <= 64) attend<F, 2>(a, d, sh, S);
+    else if (D <= 128) attend<F, 4>(a, d, sh, S);
+    else if (D <= 256) attend<F, 8>(a, d, sh, S);
+    else attend<F, 16>(a, d, sh, S);
+}
+
+// ATTENTION_MERGE: part, rows, H, D, S, out; grid (H, rows): the S partial results of each
+// (token, head) rescaled to their common max and normalised.
+extern "C" __global__ void ingot_attention_merge(KARGS) {
+    const i64 H = a[2], D = a[3], S = a[4], t = blockIdx.y, h = blockIdx.x;
+    const float *part = AFP(0) + (t * H + h) * S * (D + 2);  // per split: max, sum, D values
+    float M = -INFINITY, den = 0.0f;
+    for (i64 z = 0; z < S; z++) M = fmaxf(M, part[z * (D + 2)]);
+    for (i64 z = 0; z < S; z++) {
+        const float *p = part + z * (D + 2);
+        if (p[1] > 0.0f) den += p[1] * expf(p[0] - M);  // a split with no keys adds nothing
+    }
+    float *out = AOUT(5) + (t * H + h) * D;
+    for (i64 j = threadIdx.x; j < D; j += blockDim.x) {
+        float num = 0.0f;
+        for (i64 z = 0; z < S; z++) {
+            const float *p = part + z * (D + 2);
+            if (p[1] > 0.0f) num += p[2 + j] * expf(p[0] - M);
+        }
+        out[j] = num / den;
+    }
+}
