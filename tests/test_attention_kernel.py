@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ingot.compiler.ir import kv_row_layout
-from ingot.targets.cpu.kernels import ATTENTION, ATTN_MAX_GROUP, KV_STORE, attention
+from ingot.targets.cpu.attention import ATTENTION, attention
+from ingot.targets.cpu.kernels import ATTN_MAX_GROUP, KV_STORE
 
 
 def reference(Q, KC, VC, n, H, KV, D, pos, ring, scale, window):

@@ -26,7 +26,8 @@ import ingot
 from ingot.compiler.ir import kv_row_layout
 from ingot.errors import IngotError
 from ingot.runtime.artefact import Artefact
-from ingot.targets.cpu.kernels import ATTENTION, ATTN_MAX_GROUP, KV_STORE
+from ingot.targets.cpu.attention import ATTENTION
+from ingot.targets.cpu.kernels import ATTN_MAX_GROUP, KV_STORE
 from test_attention_kernel import reference
 from tiny_models import build_model, save_model
 

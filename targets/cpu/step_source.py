@@ -154,7 +154,8 @@ def kernel_globals() -> dict:
     g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, layernorm=K.layernorm,
              act_rows=K.act_rows, rope=K.rope, mul_act=K.mul_act, add=K.add, scale=K.scale)
     g.update({f"KV_STORE_{k}": v for k, v in K.KV_STORE.items()})
-    g.update({f"ATTENTION_{k}": v for k, v in K.ATTENTION.items()})
+    from .attention import ATTENTION
+    g.update({f"ATTENTION_{k}": v for k, v in ATTENTION.items()})
     from .intrinsics import barrier, stamp, unit_enter, unit_leave
     g.update(barrier=barrier, stamp=stamp, unit_enter=unit_enter, unit_leave=unit_leave)
     return g
