@@ -1,4 +1,5 @@
-"""`ingot convert`: a Hugging Face folder written as a GGUF file, as llama.cpp lays one out, for
+"""`ingot convert`: a Hugging Face folder written as a GGUF file (a GGUF file in: re-quantized,
+gguf_requant.py), as llama.cpp lays one out, for
 the families with a GGUF architecture. Tensors are encoded by Ingot's own quantizers (any ISQ
 type, K-quants included) under the same policy as a compile; the tokenizer goes in as a GPT-2
 style BPE vocabulary; the hyperparameters as the GGUF keys Ingot's (and llama.cpp's) readers
@@ -6,6 +7,7 @@ take. The file is written beside its destination and renamed into place when com
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -26,13 +28,16 @@ def convert(model, output, *, isq=None, dtype=None, quant_policy=None) -> pathli
     import gguf
     src = open_source(model)
     fam, spec = src.family, src.spec
+    if str(model).lower().endswith(".gguf"):  # a GGUF in: re-quantized, metadata kept
+        from .gguf_requant import requantize_gguf
+        policy = Policy(dtype or src.default_float, parse_isq(isq), load_policy(quant_policy))
+        return requantize_gguf(src, policy, output)
     if not fam.gguf_archs:
         raise IngotError(f"{fam.name} has no GGUF architecture to convert to")
     arch = fam.gguf_archs[0]
     policy = Policy(dtype or src.default_float or "f32", parse_isq(isq), load_policy(quant_policy))
     output = pathlib.Path(output)
-    tmp = output.with_name(output.name + ".partial")
-    try:
+    with partial_file(output) as tmp:
         w = gguf.GGUFWriter(str(tmp), arch)
         _hyperparameters(w, spec, arch)
         _tokenizer(w, src)
@@ -43,11 +48,20 @@ def convert(model, output, *, isq=None, dtype=None, quant_policy=None) -> pathli
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
+    return output
+
+
+@contextlib.contextmanager
+def partial_file(output: pathlib.Path):
+    """A path beside `output` to write; renamed onto `output` when the block completes, removed
+    when it fails (never a half-written file under the real name)."""
+    tmp = output.with_name(output.name + ".partial")
+    try:
+        yield tmp
         os.replace(tmp, output)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return output
 
 
 def _hyperparameters(w, spec, arch: str) -> None:

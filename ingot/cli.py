@@ -140,7 +140,7 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    """A Hugging Face folder as a GGUF file (Ingot's quantizers for --isq)."""
+    """A Hugging Face folder as a GGUF file, or a GGUF re-quantized (Ingot's quantizers)."""
     from .compiler.gguf_convert import convert
     path = convert(args.model, args.output, isq=args.isq, dtype=args.dtype,
                    quant_policy=args.quant_policy)
@@ -475,8 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, help="artefact path")
     q.set_defaults(func=cmd_quantize)
 
-    v = sub.add_parser("convert", help="write a Hugging Face folder as a GGUF file")
-    v.add_argument("-m", "--model", required=True, help="Hugging Face folder or cached model id")
+    v = sub.add_parser("convert", help="write a Hugging Face folder as a GGUF file, or "
+                       "re-quantize a GGUF")
+    v.add_argument("-m", "--model", required=True,
+                   help="Hugging Face folder, cached model id, or a .gguf to re-quantize")
     v.add_argument("-o", "--output", required=True, help="the .gguf file to write")
     v.add_argument("--isq", help="quantize matrices: Q4_0 … Q8_0, Q2K … Q6K, or 2-8")
     v.add_argument("--dtype", choices=("f32", "f16", "bf16"), help="float storage type")

@@ -9,6 +9,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # 2-core CI: no BLAS thread 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _native_cache_for_this_run() -> str:
+    """One native build cache per test run, shared by the xdist workers and the CLI
+    subprocesses they start (a fresh machine starts empty too; a user's own cache is left
+    alone)."""
+    import tempfile
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"solo-{os.getpid()}"
+    return os.path.join(tempfile.gettempdir(), f"ingot-native-cache-{run}")
+
+
+os.environ.setdefault("INGOT_NATIVE_CACHE_DIR", _native_cache_for_this_run())
+
+
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory):
     """name -> (folder, torch model); built lazily, once."""

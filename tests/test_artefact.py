@@ -9,8 +9,10 @@ import ingot
 from ingot.runtime.artefact import FORMAT_VERSION, MAGIC, Artefact
 
 
-def test_same_inputs_same_bytes(model_dirs, artefacts, tmp_path):
-    """Compiled twice (in this process and in a fresh one): byte-identical."""
+def test_same_inputs_same_bytes(model_dirs, artefacts, tmp_path, monkeypatch):
+    """Compiled twice (in this process and in a fresh one), native code built each time (no
+    build cache): byte-identical."""
+    monkeypatch.setenv("INGOT_NATIVE_CACHE", "0")
     folder, _ = model_dirs("qwen2")
     ref = artefacts("qwen2", "f16").read_bytes()
     again = ingot.compile(folder, tmp_path / "a.ingot", dtype="f16", max_seq_len=128)

@@ -5,8 +5,6 @@ pairing, which reorders sums inside a head); with --isq the quantized blocks are
 byte those a compile with the same --isq makes, so the logits are identical."""
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import pytest
 
@@ -54,6 +52,37 @@ def test_convert_isq_matches_compile_isq(tmp_path):
     ids, steps = prompt(11, 300, 3), prompt(4, 300, 4)
     for x, y in zip(_logits(a, ids, steps), _logits(b, ids, steps)):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_gguf_is_requantized_as_a_compile_would(tmp_path):
+    """`convert -m file.gguf --isq Q4_0`: every tensor gets the type `compile --isq Q4_0` of the
+    same file gives it, with the same bytes (identical logits from the two artefacts); the
+    metadata is copied except the file type; unchanged tensors are copied byte for byte."""
+    import gguf
+    from test_isq import WIDE
+    from tiny_models import build_model, save_model
+    folder = save_model(build_model("phi2", **WIDE["phi2"]), tmp_path / "phi2")
+    q8 = tmp_path / "q8.gguf"
+    assert cli_in_process("convert", "-m", folder, "--isq", "Q8_0", "-o", q8) == 0
+    q4 = tmp_path / "q4.gguf"
+    assert cli_in_process("convert", "-m", q8, "--isq", "Q4_0", "-o", q4) == 0
+    assert not list(tmp_path.glob("*.partial"))
+    old, new = gguf.GGUFReader(q8), gguf.GGUFReader(q4)
+    assert set(old.fields) - set(new.fields) <= {"general.file_type"}
+    assert set(new.fields) <= set(old.fields)
+    for name in set(new.fields) - {"GGUF.kv_count"}:
+        assert new.fields[name].contents() == old.fields[name].contents(), name
+    a = ingot.compile(q4, tmp_path / "a.ingot", max_seq_len=64)
+    b = ingot.compile(q8, tmp_path / "b.ingot", isq="Q4_0", max_seq_len=64)
+    ta, tb = Artefact(a).json("plan")["tensors"], Artefact(b).json("plan")["tensors"]
+    assert [(t["name"], t["dtype"]) for t in ta] == [(t["name"], t["dtype"]) for t in tb]
+    assert "q4_0" in {t["dtype"] for t in ta}
+    ids, steps = prompt(11, 300, 3), prompt(4, 300, 4)
+    for x, y in zip(_logits(a, ids, steps), _logits(b, ids, steps)):
+        np.testing.assert_array_equal(x, y)
+    before = {t.name: t for t in old.tensors}
+    kept = [t for t in new.tensors if t.tensor_type == before[t.name].tensor_type]
+    assert kept and all(bytes(t.data) == bytes(before[t.name].data) for t in kept)
 
 
 def test_convert_refuses_a_family_without_gguf(model_dirs, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit
 
 from .attn_vec import addr_of, f8_add, f8_hsum, f8_load_h, f8_madd, f8_splat
+from .inlining import helper
 from .intrinsics import half_to_f32, ptr_f32, ptr_u16, stack_f32
 from .kernels import KV_FORMATS, KW_ATTN, fast_exp, row_place
 from .simd import f8_load, f8_store, f8_zero
@@ -27,20 +28,20 @@ ATTN_ACC = 4096  # floats of output rows per tile (pairs x head_dim)
 def _make_dots(kload, es):
     """Dot products of f32 query rows with cache rows loaded by `kload` (es bytes a value), and
     the value rows' weighted sum; every sum in the same lane order."""
-    @njit(inline="always", **KW_ATTN)
+    @helper(**KW_ATTN)
     def dot_tail(qa, ka, d0, D):
         s = np.float32(0.0)  # head_dim not a multiple of 8: the last values one by one
         for d in range(d0, D):
             s += ptr_f32(qa)[d] * kload_1(ka, d)
         return s
 
-    @njit(inline="always", **KW_ATTN)
+    @helper(**KW_ATTN)
     def kload_1(ka, d):
         if es == 4:
             return ptr_f32(ka)[d]
         return half_to_f32(ptr_u16(ka)[d])
 
-    @njit(inline="always", **KW_ATTN)
+    @helper(**KW_ATTN)
     def dot1(qa, ka, D):
         a = f8_zero()
         b = f8_zero()
@@ -54,7 +55,7 @@ def _make_dots(kload, es):
             d += 8
         return f8_hsum(f8_add(a, b)) + dot_tail(qa, ka, d, D)
 
-    @njit(inline="always", **KW_ATTN)
+    @helper(**KW_ATTN)
     def dot4(qa, k0, k1, k2, k3, D):
         """dot1 of one query row with four key rows, the query loaded once for all four."""
         a0 = b0 = a1 = b1 = a2 = b2 = a3 = b3 = f8_zero()
@@ -85,7 +86,7 @@ def _make_dots(kload, es):
                 f8_hsum(f8_add(a2, b2)) + dot_tail(qa, k2, d, D),
                 f8_hsum(f8_add(a3, b3)) + dot_tail(qa, k3, d, D))
 
-    @njit(inline="always", **KW_ATTN)
+    @helper(**KW_ATTN)
     def weigh(acc0, Sa, P, D, j0, j1, c0, vb, rs, ring, rb):
         """For each pair i < P, acc_i[d] += E_i[j - c0] * V_j[d] for j = j0..j1-1 in that order
         (acc_i D floats apart from acc0, E_i ATTN_CHUNK floats apart from Sa; V_j in row

@@ -19,6 +19,7 @@ from numba import types
 from ...errors import IngotError
 from . import late
 from .host import CpuTarget, codegen_target
+from .inlining import mark_inline
 from .step_source import STEP_ARGS, kernel_globals
 
 _ARGS = (types.int64,) * len(STEP_ARGS)
@@ -70,6 +71,7 @@ def _step_module(source: str, name: str, export: str):
                 module.link_in(m, preserve=True)
     module.link_in(llvm.parse_assembly(_entry(export, symbols, module.triple,
                                               module.data_layout)))
+    mark_inline(module)
     return module
 
 
@@ -94,7 +96,15 @@ def build_library(sources: dict, target: CpuTarget, workdir=None) -> bytes:
     a fresh process (cross.py): numba compiles and caches kernels per process, with the
     instructions of the target that process generates code for."""
     from ...runtime.capi_build import find_cc
-    find_cc(target.machine, purpose="to link the native code")  # fail before a long compile
+    from .. import build_cache
+    cc = find_cc(target.machine, purpose="to link the native code")  # fail before a long compile
+    return build_cache.cached("cpu-library", lambda: build_uncached(sources, target, workdir),
+                              sources=sources, target=target.describe(),
+                              features=target.features, cc=cc)
+
+
+def build_uncached(sources: dict, target: CpuTarget, workdir=None) -> bytes:
+    """build_library without the build cache (the cache and cross builds call this)."""
     if target.name != codegen_target().name:
         from .cross import build_in_subprocess
         return build_in_subprocess(sources, target, workdir)

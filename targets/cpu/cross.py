@@ -41,12 +41,12 @@ def build_in_subprocess(sources: dict, target, workdir=None) -> bytes:
 
 
 def main(argv) -> int:
-    from .build import build_library
+    from .build import build_uncached
     src, out = argv
     with open(src) as f:
         job = json.load(f)
     try:
-        code = build_library(job["sources"], named_target(job["target"]), job["workdir"])
+        code = build_uncached(job["sources"], named_target(job["target"]), job["workdir"])
     except IngotError as e:
         print(" ".join(str(e).split()), file=sys.stderr)
         return 2

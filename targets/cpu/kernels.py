@@ -13,6 +13,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .inlining import helper
 from .intrinsics import (bf16_to_f32, exp2_int, f32_to_half, half_to_f32, ptr_f32, ptr_i8,
                          ptr_i32, ptr_u16)
 
@@ -22,24 +23,24 @@ KW = dict(fastmath=FM, error_model="numpy", _nrt=False, cache=False)
 KW_ATTN = dict(fastmath=FM - {"nnan", "ninf"}, error_model="numpy", _nrt=False, cache=False)
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def split(n, tid, nth):
     per = (n + nth - 1) // nth
     lo = min(n, tid * per)
     return lo, min(n, lo + per)
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def ld_f32(addr, i):
     return ptr_f32(addr)[i]
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def ld_f16(addr, i):
     return half_to_f32(ptr_u16(addr)[i])
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def ld_bf16(addr, i):
     return bf16_to_f32(ptr_u16(addr)[i])
 
@@ -98,7 +99,7 @@ EMBED = {k: _make_embed(v) for k, v in LOADERS.items()}
 LINEAR = {k: _make_linear(v) for k, v in LOADERS.items()}
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def norm_row(X, xo, Y, yo, count, W, eps, unit):
     """Y[yo:yo+count] = X[xo:xo+count] / rms * (W + unit)."""
     ss = np.float32(0.0)
@@ -199,7 +200,7 @@ def rope(x, xs, n, heads, hd, rot, neox, cos, sin, pos, rows, y, tid, nth):
             Y[yo + i] = X[xo + i]
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def row_place(t, pos, rows, nb, slot_bytes):
     """Row t's position and the byte offset of its sequence's cache: consecutive positions
     in one cache, or (the batched step) from the row table: positions[nb], then slots[nb]."""
@@ -218,28 +219,28 @@ ATTN_MAX_GROUP = 8  # scratch rows compiler/pipeline.py reserves per thread (att
 ATTN_MAX_HEAD_DIM = 512
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def kv_put_f32(X, xo, row, soff, h, D):
     R = ptr_f32(row)
     for d in range(D):
         R[h * D + d] = X[xo + d]
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def kv_put_f16(X, xo, row, soff, h, D):
     R = ptr_u16(row)
     for d in range(D):
         R[h * D + d] = f32_to_half(X[xo + d])
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def kv_widen_f16(row, soff, h, D, buf):
     R = ptr_u16(row)
     for d in range(D):
         buf[d] = half_to_f32(R[h * D + d])
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def kv_put_q8_0(X, xo, row, soff, h, D):
     """GGUF's Q8_0 per block of 32 (a head's last one shorter): scale d = max|x| / 127 stored
     as f16, quants round(x / d) (halves away from zero)."""
@@ -261,7 +262,7 @@ def kv_put_q8_0(X, xo, row, soff, h, D):
             Q[h * D + d] = np.int8(np.int32(v))
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def kv_widen_q8_0(row, soff, h, D, buf):
     Q = ptr_i8(row)
     S = ptr_u16(row + soff)
@@ -272,7 +273,7 @@ def kv_widen_q8_0(row, soff, h, D, buf):
             buf[d] = sc * np.float32(np.int32(Q[h * D + d]))
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def kv_widen_none(row, soff, h, D, buf):
     pass  # f32 rows are read in place
 
@@ -303,7 +304,7 @@ def _make_kv_store(put_head):
     return kv_store
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def fast_exp(x):
     """exp(x) for float32 in vector lanes: 2**n * p(r) with x = n ln2 + r, |r| <= ln2 / 2, p a
     degree-6 Taylor polynomial (relative error < 2e-7 there); x clamped to [-87, 88]."""
@@ -324,19 +325,19 @@ KV_STORE = {k: _make_kv_store(f[0]) for k, f in KV_FORMATS.items()}
 kv_store = KV_STORE["f32"]  # the f32 cache's (kernel tests)
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def silu(x):
     return x / (np.float32(1.0) + fast_exp(-x))
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def gelu_tanh(x):
     # 0.5 x (1 + tanh(u)) = x * sigmoid(2u)
     u = np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)
     return x / (np.float32(1.0) + fast_exp(np.float32(-2.0) * u))
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def gelu_erf(x):
     return np.float32(0.5) * x * (np.float32(1.0) + math.erf(x * np.float32(0.7071067811865476)))
 
@@ -344,7 +345,7 @@ def gelu_erf(x):
 ACT_CODES = {"silu": 0, "gelu_tanh": 1, "gelu": 2}
 
 
-@njit(inline="always", **KW)
+@helper(**KW)
 def _share(n, cols, tid, nth):
     """Rows lo..hi, columns c0..c1 of this thread: rows split across threads, or with fewer
     rows than threads (decode) the columns."""
@@ -356,7 +357,7 @@ def _share(n, cols, tid, nth):
 
 
 def _make_mul_act(fn):
-    @njit(inline="always", **KW)
+    @helper(**KW)
     def rows(A, as_, B, bs, Y, cols, lo, hi, c0, c1):
         for t in range(lo, hi):
             for j in range(c0, c1):
@@ -365,7 +366,7 @@ def _make_mul_act(fn):
 
 
 def _make_act_rows(fn):
-    @njit(inline="always", **KW)
+    @helper(**KW)
     def rows(X, xs, Y, cols, lo, hi, c0, c1):
         for t in range(lo, hi):
             for j in range(c0, c1):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .inlining import helper
 from .intrinsics import prefetch, ptr_f32, ptr_i8, ptr_u8, stack_addr
 from .kernels import KW, split
 from .quant_kernels import f16, fq, k4_scale_min, q3_k_scale
@@ -34,7 +35,6 @@ from .simd import (b32_and, b32_bits, b32_load, b32_nibbles16, b32_or, b32_shl, 
                    b32_zero, dot_i8, dot_u8, f8_load, f8_load4x2, f8_madd_i, f8_msub, f8_mul,
                    f8_set, f8_store, f8_sum, f8_zero, i8_quad)
 
-IL = dict(inline="always", **KW)
 TILE = 8  # tokens that share one unpacking of a weight row in prefill
 F0 = np.float32(0)
 F4, F8, F16, F32, F127 = (np.float32(v) for v in (4, 8, 16, 32, 127))
@@ -49,17 +49,17 @@ def q8_row_bytes(k):
     return (k + 127) // 128 * 176
 
 
-@njit(**IL)
+@helper(**KW)
 def q8_dx_offset(k):
     return (k + 127) // 128 * 128
 
 
-@njit(**IL)
+@helper(**KW)
 def q8_sums_offset(k):
     return (k + 127) // 128 * 144
 
 
-@njit(**IL)
+@helper(**KW)
 def quantize_row(x, K, X):
     """float32 row at x (K values) -> codes, scales and half sums at X (padding zeroed)."""
     src = ptr_f32(x)
@@ -103,7 +103,7 @@ def quads_small(piece, BB, signed):
     """32-value types: a group is four blocks, one quad; `piece(p)` gives one block's codes,
     scale and subtracted term."""
     def make(sink):
-        @njit(**IL)
+        @helper(**KW)
         def group(w, g, st):
             p = w + 4 * g * BB
             V0, a0, m0 = piece(p)
@@ -113,7 +113,7 @@ def quads_small(piece, BB, signed):
             return sink(st, V0, V1, V2, V3, g, a0, a1, a2, a3, a0, a1, a2, a3,
                         m0, m1, m2, m3, m0, m1, m2, m3, signed)
 
-        @njit(**IL)
+        @helper(**KW)
         def tail(w, g, nblk, st):
             """The last 1-3 blocks; the missing pieces are zero codes with zero scales (their
             activations are zero-padded too), so they add exact zeros."""
@@ -132,34 +132,34 @@ def quads_small(piece, BB, signed):
     return make
 
 
-@njit(**IL)
+@helper(**KW)
 def piece_q4_0(p):   # f16 d, 16 bytes of nibbles; values d * (q - 8)
     d = f16(p)
     return b32_nibbles16(p + 2), d, F8 * d
 
 
-@njit(**IL)
+@helper(**KW)
 def piece_q4_1(p):   # f16 d, f16 m, nibbles; values d * q + m
     return b32_nibbles16(p + 4), f16(p), -f16(p + 2)
 
 
-@njit(**IL)
+@helper(**KW)
 def piece_q5_0(p):   # f16 d, u32 fifth bits, nibbles; values d * (q - 16)
     d = f16(p)
     return b32_or(b32_nibbles16(p + 6), b32_shl(b32_bits(p + 2), 4)), d, F16 * d
 
 
-@njit(**IL)
+@helper(**KW)
 def piece_q5_1(p):   # f16 d, f16 m, u32 fifth bits, nibbles; values d * q + m
     return b32_or(b32_nibbles16(p + 8), b32_shl(b32_bits(p + 4), 4)), f16(p), -f16(p + 2)
 
 
-@njit(**IL)
+@helper(**KW)
 def piece_q8_0(p):   # f16 d, 32 int8 codes
     return b32_load(p + 2), f16(p), F0
 
 
-@njit(**IL)
+@helper(**KW)
 def piece_q8_1(p):   # f16 d, f16 s (unused here), 32 int8 codes
     return b32_load(p + 4), f16(p), F0
 
@@ -168,19 +168,19 @@ def quads_large(half):
     """256-value types: a group is one block = two quads; `half(p, h, sink, st, i)` hands the
     sink the block's pieces 4h..4h+3 (h a literal once inlined)."""
     def make(sink):
-        @njit(**IL)
+        @helper(**KW)
         def group(w, i, st):
             st = half(w, i, 0, sink, st)
             return half(w, i, 1, sink, st)
 
-        @njit(**IL)
+        @helper(**KW)
         def tail(w, g, nblk, st):
             return st  # whole blocks only
         return group, tail
     return make
 
 
-@njit(**IL)
+@helper(**KW)
 def half_q4_k(w, i, h, sink, st):   # f16 d, f16 dmin, scales[12], qs[128]
     p = w + i * 144
     d = f16(p)
@@ -196,7 +196,7 @@ def half_q4_k(w, i, h, sink, st):   # f16 d, f16 dmin, scales[12], qs[128]
                 2 * i + h, a0, a1, a2, a3, a0, a1, a2, a3, m0, m1, m2, m3, m0, m1, m2, m3, False)
 
 
-@njit(**IL)
+@helper(**KW)
 def _q5_k_codes(v, hb, c):
     """Sub-blocks 2c (low nibbles) and 2c + 1 (high) with their fifth bits from qh."""
     lo = b32_or(b32_and(v, 15), b32_shl(b32_and(b32_shr(hb, 2 * c), 1), 4))
@@ -204,7 +204,7 @@ def _q5_k_codes(v, hb, c):
     return lo, hi
 
 
-@njit(**IL)
+@helper(**KW)
 def half_q5_k(w, i, h, sink, st):   # f16 d, f16 dmin, scales[12], qh[32], qs[128]
     p = w + i * 176
     d = f16(p)
@@ -220,14 +220,14 @@ def half_q5_k(w, i, h, sink, st):   # f16 d, f16 dmin, scales[12], qh[32], qs[12
                 m0, m1, m2, m3, m0, m1, m2, m3, False)
 
 
-@njit(**IL)
+@helper(**KW)
 def _q6_k_codes(ql, qh, s):
     """Values h*128 + s*32 + l: nibble s // 2 of ql, 2-bit field s of qh."""
     nib = b32_and(ql, 15) if s < 2 else b32_shr(ql, 4)
     return b32_or(nib, b32_shl(b32_and(b32_shr(qh, 2 * s), 3), 4))
 
 
-@njit(**IL)
+@helper(**KW)
 def half_q6_k(w, i, h, sink, st):   # ql[128], qh[64], i8 scales[16], f16 d; d*sc*(q - 32)
     p = w + i * 210
     d = f16(p + 208)
@@ -243,13 +243,13 @@ def half_q6_k(w, i, h, sink, st):   # ql[128], qh[64], i8 scales[16], f16 d; d*s
                 False)
 
 
-@njit(**IL)
+@helper(**KW)
 def _q3_k_codes(q, hm, h, s):
     """2-bit field s of qs byte h*32 + l, bit 4h + s of hmask byte l."""
     return b32_or(b32_and(b32_shr(q, 2 * s), 3), b32_shl(b32_and(b32_shr(hm, 4 * h + s), 1), 2))
 
 
-@njit(**IL)
+@helper(**KW)
 def half_q3_k(w, i, h, sink, st):   # hmask[32], qs[64], scales[12], f16 d; d*sc*(q - 4)
     p = w + i * 110
     d = f16(p + 108)
@@ -265,14 +265,14 @@ def half_q3_k(w, i, h, sink, st):   # hmask[32], qs[64], scales[12], f16 d; d*sc
                 F4 * s0, F4 * s1, F4 * s2, F4 * s3, F4 * t0, F4 * t1, F4 * t2, F4 * t3, False)
 
 
-@njit(**IL)
+@helper(**KW)
 def _q2_k_scales(p, k, d, dmin):
     """Scale byte k: the low nibble scales, the high nibble is the minimum."""
     b = np.int64(ptr_u8(p)[k])
     return d * fq(b & 15), dmin * fq(b >> 4)
 
 
-@njit(**IL)
+@helper(**KW)
 def half_q2_k(w, i, h, sink, st):   # scales[16] (lo scale, hi min), qs[64], f16 d, dmin
     p = w + i * 84
     d = f16(p + 80)
@@ -291,7 +291,7 @@ def half_q2_k(w, i, h, sink, st):   # scales[16] (lo scale, hi min), qs[64], f16
                 n0, n1, n2, n3, o0, o1, o2, o3, False)
 
 
-@njit(**IL)
+@helper(**KW)
 def half_q8_k(w, i, h, sink, st):   # f32 d, i8 qs[256], i16 bsums[16]
     p = w + i * 292
     d = ptr_f32(p)[0]
@@ -316,12 +316,12 @@ Q8_BLOCK_TYPES = {
 
 # --- sinks ---
 
-@njit(**IL)
+@helper(**KW)
 def codes_dot(V, xa, signed):
     return dot_i8(V, xa) if signed else dot_u8(V, xa)
 
 
-@njit(**IL)
+@helper(**KW)
 def _tok(X, oD, oS, q, V0, V1, V2, V3, sw, mv, signed, acc):
     """One token's share of a quad: the four pieces' half sums, scaled by the weight scales
     times the blocks' dx, minus the subtracted terms times the activations' half sums."""
@@ -334,7 +334,7 @@ def _tok(X, oD, oS, q, V0, V1, V2, V3, sw, mv, signed, acc):
     return acc
 
 
-@njit(**IL)
+@helper(**KW)
 def sink_one(st, V0, V1, V2, V3, q, s0, s1, s2, s3, s4, s5, s6, s7,
              m0, m1, m2, m3, m4, m5, m6, m7, signed):
     """One token, st = (X, oD, oS, acc)."""
@@ -344,7 +344,7 @@ def sink_one(st, V0, V1, V2, V3, q, s0, s1, s2, s3, s4, s5, s6, s7,
     return X, oD, oS, _tok(X, oD, oS, q, V0, V1, V2, V3, sw, mv, signed, acc)
 
 
-@njit(**IL)
+@helper(**KW)
 def sink_tile(st, V0, V1, V2, V3, q, s0, s1, s2, s3, s4, s5, s6, s7,
               m0, m1, m2, m3, m4, m5, m6, m7, signed):
     """T tokens (quantized rows X, X + QB, ...) against the same unpacked codes, their

@@ -23,11 +23,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .inlining import helper
 from .intrinsics import (f32_from_bits, half_to_f32, opaque, ptr_f32, ptr_i8, ptr_u8, ptr_u16,
                          stack_f32)
 from .kernels import KW, split
 
-IL = dict(inline="always", **KW)
 # float32 literals: numba widens float32 (op) int to float64
 F0, F4, F6, F8, F16, F32 = (np.float32(v) for v in (0, 4, 6, 8, 16, 32))
 CHUNK = 256  # values decoded per step: a K-quant super-block, or 8 small blocks
@@ -40,23 +40,23 @@ Q5_HIGH = np.array([16 * ((b >> i) & 1) for b in range(256) for i in range(8)], 
 
 
 # Bytes load as int64: numba types uint8 >> int as uint64, and uint64 mixed with int64 as float64.
-@njit(**IL)
+@helper(**KW)
 def u8(addr, i):
     return np.int64(ptr_u8(addr)[i])
 
 
-@njit(**IL)
+@helper(**KW)
 def i8(addr, i):
     return np.int64(ptr_i8(addr)[i])
 
 
-@njit(**IL)
+@helper(**KW)
 def fq(q):
     """A small integer (a quant or a scale) as float32, by way of int32."""
     return np.float32(np.int32(q))
 
 
-@njit(**IL)
+@helper(**KW)
 def span(count):
     """`range(span(16))`: a loop LLVM vectorises rather than unrolls flat (flat, the enclosing
     block loop becomes innermost and is vectorised across blocks with gathers). The count is
@@ -65,14 +65,14 @@ def span(count):
     return count * opaque(1)
 
 
-@njit(**IL)
+@helper(**KW)
 def f16(addr):
     return half_to_f32(ptr_u16(addr)[0])
 
 
 # --- 32-value blocks: one scale (and min) per block ---
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q4_0(w, i, D, o):   # f16 d, u8 qs[16]: byte j holds values j (low), j+16
     p = w + i * 18
     d = f16(p)
@@ -82,7 +82,7 @@ def decode_block_q4_0(w, i, D, o):   # f16 d, u8 qs[16]: byte j holds values j (
         D[o + j + 16] = d * fq((b >> 4) - 8)
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q4_1(w, i, D, o):   # f16 d, f16 m, u8 qs[16]
     p = w + i * 20
     d = f16(p)
@@ -93,7 +93,7 @@ def decode_block_q4_1(w, i, D, o):   # f16 d, f16 m, u8 qs[16]
         D[o + j + 16] = d * fq(b >> 4) + m
 
 
-@njit(**IL)
+@helper(**KW)
 def q5_run(H, Q, D, o, d, m):
     """Values of a q5 block, d * q + m with q = its nibble in Q (as q4) + 16 * bit q of the u32
     at H (read from Q5_HIGH: a bit chosen by the loop index would be a variable shift)."""
@@ -110,20 +110,20 @@ def q5_run(H, Q, D, o, d, m):
         D[o + j + 24] = d * (fq(hi >> 4) + fq(Q5_HIGH[h3 + j])) + m
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q5_0(w, i, D, o):   # f16 d, u32 qh (fifth bits), u8 qs[16]
     p = w + i * 22
     d = f16(p)
     q5_run(p + 2, p + 6, D, o, d, -F16 * d)  # quants are q - 16
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q5_1(w, i, D, o):   # f16 d, f16 m, u32 qh, u8 qs[16]
     p = w + i * 24
     q5_run(p + 4, p + 8, D, o, f16(p), f16(p + 2))
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q8_0(w, i, D, o):   # f16 d, i8 qs[32]
     p = w + i * 34
     d = f16(p)
@@ -131,7 +131,7 @@ def decode_block_q8_0(w, i, D, o):   # f16 d, i8 qs[32]
         D[o + j] = d * fq(i8(p + 2, j))
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q8_1(w, i, D, o):   # f16 d, f16 s (= d * sum of qs; unused here), i8 qs[32]
     # ggml's 36-byte block (as quant/legacy.py); gguf.GGML_QUANT_SIZES still says 40, from an
     # older layout with f32 d and s.
@@ -141,7 +141,7 @@ def decode_block_q8_1(w, i, D, o):   # f16 d, f16 s (= d * sum of qs; unused her
         D[o + j] = d * fq(i8(p + 4, j))
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_iq4_nl(w, i, D, o):   # f16 d, u8 qs[16] of codebook indices (as q4_0)
     p = w + i * 18
     d = f16(p)
@@ -151,7 +151,7 @@ def decode_block_iq4_nl(w, i, D, o):   # f16 d, u8 qs[16] of codebook indices (a
         D[o + j + 16] = d * IQ4_NL_VALUES[b >> 4]
 
 
-@njit(**IL)
+@helper(**KW)
 def e2m1x2(code):
     """Twice the e2m1 value of a 4-bit code (sign bit, then magnitude code a): 0, 1, 2, 3, 4,
     6, 8, 12 for a = 0..7, piecewise linear in a. Float selects, not a table or integer
@@ -163,7 +163,7 @@ def e2m1x2(code):
     return -k if neg else k
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_mxfp4(w, i, D, o):   # u8 e8m0 exponent e, u8 qs[16] of e2m1 codes (as q4_0)
     p = w + i * 17
     e = u8(p, 0)
@@ -177,12 +177,12 @@ def decode_block_mxfp4(w, i, D, o):   # u8 e8m0 exponent e, u8 qs[16] of e2m1 co
 
 # --- 256-value super-blocks: sub-blocks of 16 or 32 values with their own scales ---
 
-@njit(**IL)
+@helper(**KW)
 def q2_k_scale(sc, d, dmin):
     return d * fq(sc & 15), dmin * fq(sc >> 4)
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q2_k(w, i, D, o):   # u8 scales[16] (lo: scale, hi: min), u8 qs[64], f16 d, dmin
     p = w + i * 84
     d = f16(p + 80)
@@ -205,7 +205,7 @@ def decode_block_q2_k(w, i, D, o):   # u8 scales[16] (lo: scale, hi: min), u8 qs
                 D[ob + 96 + l] = a3 * fq(b >> 6) - m3
 
 
-@njit(**IL)
+@helper(**KW)
 def q3_k_scale(SC, k):
     """Signed 6-bit scale k of 16: low nibbles in bytes 0..7, top 2 bits packed in 8..11."""
     lo = (u8(SC, k) & 15) if k < 8 else (u8(SC, k - 8) >> 4)
@@ -213,7 +213,7 @@ def q3_k_scale(SC, k):
     return fq((lo | (hi << 4)) - 32)
 
 
-@njit(**IL)
+@helper(**KW)
 def q3_k_run(p, d, D, o, h, g):
     """Values h*128 + s*32 + g*16 + l (s < 4, l < 16) of a q3_k block: 2-bit field s of qs byte
     h*32 + g*16 + l, minus 4 unless bit 4h + s of hmask byte g*16 + l is set. Called with
@@ -233,7 +233,7 @@ def q3_k_run(p, d, D, o, h, g):
         D[ob + 96 + l] = a3 * (fq(b >> 6) + fq((hm & 8) >> 1) - F4)
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q3_k(w, i, D, o):   # u8 hmask[32], u8 qs[64], u8 scales[12], f16 d
     p = w + i * 110
     d = f16(p + 108)
@@ -243,7 +243,7 @@ def decode_block_q3_k(w, i, D, o):   # u8 hmask[32], u8 qs[64], u8 scales[12], f
     q3_k_run(p, d, D, o, 1, 1)
 
 
-@njit(**IL)
+@helper(**KW)
 def k4_scale_min(p, k, d, dmin):
     """d * scale and dmin * min of sub-block k of 8 (q4_k, q5_k), from the 12 bytes at p: bytes
     0..3 hold scales, 4..7 mins, 8..11 the low nibbles of sub-blocks 4..7, whose top two bits
@@ -257,7 +257,7 @@ def k4_scale_min(p, k, d, dmin):
     return d * fq(sc), dmin * fq(mn)
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q4_k(w, i, D, o):   # f16 d, f16 dmin, u8 scales[12], u8 qs[128]
     p = w + i * 144
     d = f16(p)
@@ -273,7 +273,7 @@ def decode_block_q4_k(w, i, D, o):   # f16 d, f16 dmin, u8 scales[12], u8 qs[128
             D[ob + 32 + l] = a1 * fq(b >> 4) - m1
 
 
-@njit(**IL)
+@helper(**KW)
 def q5_k_run(p, d, dmin, D, o, c):
     """Values c*64 + l and c*64 + 32 + l (l < 32) of a q5_k block: nibbles of qs byte c*32 + l
     (as q4_k) plus 16 * bits 2c and 2c + 1 of qh byte l. Called with constant c."""
@@ -287,7 +287,7 @@ def q5_k_run(p, d, dmin, D, o, c):
         D[ob + 32 + l] = a1 * (fq(b >> 4) + fq((hb & 2) << 3)) - m1
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q5_k(w, i, D, o):   # f16 d, f16 dmin, u8 scales[12], u8 qh[32], u8 qs[128]
     p = w + i * 176
     d = f16(p)
@@ -298,7 +298,7 @@ def decode_block_q5_k(w, i, D, o):   # f16 d, f16 dmin, u8 scales[12], u8 qh[32]
     q5_k_run(p, d, dmin, D, o, 3)
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q6_k(w, i, D, o):   # u8 ql[128], u8 qh[64], i8 scales[16], f16 d
     p = w + i * 210
     d = f16(p + 208)
@@ -323,7 +323,7 @@ def decode_block_q6_k(w, i, D, o):   # u8 ql[128], u8 qh[64], i8 scales[16], f16
                 D[ob + 96 + l] = a3 * (fq(x1 >> 4) + fq((hq & 192) >> 2) - F32)
 
 
-@njit(**IL)
+@helper(**KW)
 def decode_block_q8_k(w, i, D, o):   # f32 d, i8 qs[256], i16 bsums[16] (unused here)
     p = w + i * 292
     d = ptr_f32(p)[0]

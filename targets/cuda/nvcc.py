@@ -6,6 +6,7 @@ process, so asking for the PTX and then the cubin of one source compiles once.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -53,6 +54,33 @@ def build(source: str, arch: str) -> tuple[bytes, bytes]:
         if key in _memo:
             return _memo[key]
     nvcc = find_nvcc()
+    from .. import build_cache
+    blob = build_cache.cached("nvcc", lambda: _pack(*_run_nvcc(nvcc, source, num)),
+                              source=source, arch=num, flags=FLAGS, nvcc=_nvcc_version(nvcc))
+    ptx, cubin = _unpack(blob)
+    with _lock:
+        _memo[key] = (ptx, cubin)
+    return ptx, cubin
+
+
+def _pack(ptx: bytes, cubin: bytes) -> bytes:
+    return len(ptx).to_bytes(8, "little") + ptx + cubin
+
+
+def _unpack(blob: bytes) -> tuple[bytes, bytes]:
+    n = int.from_bytes(blob[:8], "little")
+    return blob[8:8 + n], blob[8 + n:]
+
+
+@functools.lru_cache(maxsize=None)
+def _nvcc_version(nvcc: str) -> str:
+    try:
+        return subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    except OSError as e:
+        raise IngotError(f"cannot run nvcc ({nvcc}): {e}") from None
+
+
+def _run_nvcc(nvcc: str, source: str, num: str) -> tuple[bytes, bytes]:
     with tempfile.TemporaryDirectory(prefix="ingot_nvcc_") as tmp:
         src = os.path.join(tmp, "kernels.cu")
         with open(src, "w") as f:
@@ -71,8 +99,6 @@ def build(source: str, arch: str) -> tuple[bytes, bytes]:
             ptx = f.read()
         with open(os.path.join(tmp, "kernels.cubin"), "rb") as f:
             cubin = f.read()
-    with _lock:
-        _memo[key] = (ptx, cubin)
     return ptx, cubin
 
 
