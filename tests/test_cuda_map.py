@@ -79,6 +79,8 @@ def test_boundary_copies_on_a_simulated_libcuda(cuda_pair, reference, monkeypatc
         assert mapping.boundary_bytes(1) == 12 * hidden
         # The GPU holds the units its layers read: embed, layer 0, head; not layer 1's.
         assert m._team.backend._res.resident == [True, True, False, True]
+        # ... and only layer 0's half of the KV cache (the two layers' caches are equal).
+        assert m._team.backend.kv_device_bytes == m.plan["state_bytes"] // 2
         assert m.streamed_units == []
         start = len(fake.calls)
         _compare(reference, _greedy(m), ATOL[None])

@@ -58,9 +58,10 @@ class CudaDriver:
     def __init__(self, plan, *, cubin: bytes, ptx: bytes, arch: str, weights: np.ndarray,
                  arena_bytes: int, kv_bytes: int, scratch_bytes: int, host_arena: int,
                  host_kv: int, tokens_offset: int, logits_offset: int, vocab: int,
-                 lib=None, device: int = 0, stream=None, active=None):
+                 lib=None, device: int = 0, stream=None, active=None, kv_span=None):
         """stream: a DeviceResidency (--max-memory), streaming the units it does not keep;
-        active: {step: [(first, last + 1)]} launch ranges this GPU runs (a device map)."""
+        active: {step: [(first, last + 1)]} launch ranges this GPU runs (a device map);
+        kv_span: (lo, hi), the bytes of the KV cache those launches use (None: all)."""
         self.lib = lib if lib is not None else load_libcuda()
         self.plan = plan
         self._host_arena, self._host_kv = host_arena, host_kv
@@ -87,6 +88,7 @@ class CudaDriver:
         # Integrated memory (Jetson): the host arena and KV cache, registered, are the
         # device's too, so nothing is copied at a device boundary, nor tokens and logits.
         self.shared_arena = False
+        self.kv_device_bytes = kv_bytes
         if self.integrated:
             arena_dev = self._register(host_arena, arena_bytes, HOST_REGISTER_DEVICEMAP)
             kv_dev = self._register(host_kv, kv_bytes, HOST_REGISTER_DEVICEMAP) \
@@ -96,7 +98,11 @@ class CudaDriver:
             self.arena, self.kv = arena_dev, kv_dev
         else:
             self.arena = self._alloc(arena_bytes, zero=True)
-            self.kv = self._alloc(kv_bytes, zero=True)
+            # A device map's GPU layers: only their part [lo, hi) of the cache, addressed
+            # through a base that puts offset lo at the allocation's start.
+            lo, hi = kv_span if kv_span is not None else (0, kv_bytes)
+            self.kv_device_bytes = hi - lo
+            self.kv = self._alloc(hi - lo, zero=True) - lo
         self.scratch = self._alloc(max(scratch_bytes, 256))
         self.d = self._alloc(16)
         self._res = stream if stream is not None and stream.streaming else None

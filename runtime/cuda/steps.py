@@ -61,17 +61,22 @@ class CudaSteps:
         backend = backend or ("sim" if sim or os.environ.get(SIM_ENV) else "gpu")
         wb = weights.ctypes.data if weights.size else 0
         scratch = int(plan["cuda_scratch_bytes"])
-        stream = None
+        stream = span = None
         if max_memory is not None or self.mapping is not None and self.mapping.uses_cpu:
-            # The units the GPU's launches read: all of them, or a device map's share.
-            from .stream import plan_device_residency, units_read
+            # The units the GPU's launches read: all of them, or a device map's share; with
+            # a map, the GPU holds only its layers' part of the KV cache too.
+            from .stream import kv_span, plan_device_residency, units_read
             ranges = self._gpu_ranges()
-            needed = set()
+            needed, active = set(), {}
             for name, step in self.launches.steps.items():
                 act = None if ranges is None else \
                     [i for lo, hi in ranges[name] for i in range(lo, hi)]
+                active[name] = act
                 needed |= units_read(step, stream_units(plan), act)
-            stream = plan_device_residency(plan, max_memory, art.path, needed)
+            if ranges is not None:
+                span = kv_span(self.launches, active, int(plan["state_bytes"]))
+            stream = plan_device_residency(plan, max_memory, art.path, needed,
+                                           kv_bytes=None if span is None else span[1] - span[0])
             # Streamed: read by the GPU but not kept there (a CPU layer's unit is neither).
             self.resident = [r or i not in needed for i, r in enumerate(stream.resident)]
         if backend == "sim":  # host memory: a budget only checks that it is large enough
@@ -84,7 +89,7 @@ class CudaSteps:
                 self.launches, cubin=bytes(art.section("cuda_cubin")),
                 ptx=bytes(art.section("cuda_ptx")), arch=plan["cuda_arch"], weights=weights,
                 arena_bytes=plan["arena_bytes"], kv_bytes=kv.nbytes, scratch_bytes=scratch,
-                host_arena=arena.ctypes.data, host_kv=kv.ctypes.data,
+                host_arena=arena.ctypes.data, host_kv=kv.ctypes.data, kv_span=span,
                 tokens_offset=plan["tokens_offset"], logits_offset=plan["logits_offset"],
                 vocab=plan["vocab_size"], lib=lib,
                 device=self.mapping.ordinal if self.mapping else 0, stream=stream,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import IngotError
+from .launches import BASES
 
 SLOTS = 2
 
@@ -39,10 +40,37 @@ class DeviceResidency:
         return not all(self.resident)
 
 
-def fixed_device_bytes(plan: dict) -> int:
+def fixed_device_bytes(plan: dict, kv_bytes=None) -> int:
+    """Device bytes besides the streamable units: arena, KV cache (`kv_bytes`: a device map's
+    share; None: all of it), scratch and the weights outside any unit."""
     units = sum(u["bytes"] for u in plan.get("units", []))
-    return (int(plan["arena_bytes"]) + int(plan["state_bytes"])
+    kv = int(plan["state_bytes"]) if kv_bytes is None else int(kv_bytes)
+    return (int(plan["arena_bytes"]) + kv
             + int(plan.get("cuda_scratch_bytes", 0)) + int(plan["weights_bytes"]) - units)
+
+
+def kv_span(launches, active, state_bytes: int):
+    """(lo, hi): the bytes of the KV cache that the launches in `active` ({step: [indices]})
+    read or write, as one range (a device map's GPU layers are consecutive). Each cache
+    state starts at an offset some launch names; it ends where the next one starts. None when
+    a launch addresses the cache in a way this cannot bound (an offset that grows with n)."""
+    k = BASES.index("k")
+    starts, used = set(), set()
+    for name, step in launches.steps.items():
+        launch = np.searchsorted(step.start, np.arange(step.kind.size), side="right") - 1
+        words = step.kind == k
+        if np.any(step.c1[words] != 0):
+            return None
+        offs = step.c0[words]
+        starts.update(int(o) for o in offs)
+        keep = np.isin(launch[words], np.asarray(sorted(active.get(name, ())), np.int64))
+        used.update(int(o) for o in offs[keep])
+    if not used:
+        return (0, 0)
+    bounds = sorted(starts | {int(state_bytes)})
+    lo, last = min(used), max(used)
+    hi = next(b for b in bounds if b > last)
+    return (lo, hi)
 
 
 def units_read(step, units: list, active=None) -> set:
@@ -60,14 +88,15 @@ def units_read(step, units: list, active=None) -> set:
     return {int(x) for x in u[ok]}
 
 
-def plan_device_residency(plan: dict, budget, path="artefact", needed=None) -> DeviceResidency:
+def plan_device_residency(plan: dict, budget, path="artefact", needed=None,
+                          kv_bytes=None) -> DeviceResidency:
     """Resident flags under `budget` (None: no limit) for the units the GPU reads (`needed`,
-    a set of unit indices; all when None). A unit the GPU never reads (its layers run on the
+    a set of unit indices; all when None; `kv_bytes`: the GPU's share of the KV cache). A unit the GPU never reads (its layers run on the
     CPU) is neither resident nor streamed: it costs no device memory."""
     units = [(int(u["offset"]), int(u["bytes"])) for u in plan.get("units", [])]
     needed = set(range(len(units))) if needed is None else set(needed)
     sizes = [b if i in needed else 0 for i, (_, b) in enumerate(units)]
-    fixed = fixed_device_bytes(plan)
+    fixed = fixed_device_bytes(plan, kv_bytes)
     shared = min((o for o, _ in units), default=int(plan["weights_bytes"]))
     if budget is None or fixed + sum(sizes) <= budget:
         return DeviceResidency([i in needed for i in range(len(units))], units, shared, 0)
