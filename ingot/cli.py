@@ -395,14 +395,16 @@ def cmd_inspect(args) -> int:
             f"{plan['prefill_chunk']}",
             "memory plan",
             f"  arena            {_size(arena)}  (naive sum of buffers {_size(naive)}: {saved})",
-            f"  scratch/thread   {_size(plan['scratch_bytes_per_thread'])}",
+            (f"  scratch (GPU)    {_size(plan.get('cuda_scratch_bytes', 0))}"
+             if t.get("kind") == "cuda" else
+             f"  scratch/thread   {_size(plan['scratch_bytes_per_thread'])}"),
             f"  KV cache         {plan.get('kv_cache', 'f32')}, "
             f"{_size(plan['kv_bytes_per_token'])}/token on full layers, "
             f"{_size(plan['state_bytes'])} per sequence ({plan.get('kv_ring_layers', 0)} "
             f"sliding layers keep a window-sized ring), {plan.get('max_batch', 1)} sequence "
             f"slot(s): {_size(plan['state_bytes'] * plan.get('max_batch', 1))}",
             f"  weights          {_size(plan['weights_bytes'])}"]
-    out += _budget_lines(plan)
+    out += _budget_lines(plan, cuda=t.get("kind") == "cuda")
     out += ["per-layer weights"]
     out += [f"  layer {i:<4} {_size(b)}" for i, b in enumerate(plan.get("layer_weight_bytes", []))]
     ops = ", ".join(f"{k} {v}" for k, v in sorted(plan.get("ops", {}).items()))
@@ -412,15 +414,22 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _budget_lines(plan) -> list:
-    """What a load holds, at 1 thread: all resident, and the least that runs (--max-memory)."""
-    from .runtime.offload import fixed_bytes
+def _budget_lines(plan, cuda: bool = False) -> list:
+    """What a load holds (host memory at 1 thread; for a CUDA artefact, GPU memory): all
+    resident, and the least that runs (--max-memory)."""
     units = plan.get("units", [])
-    fixed = fixed_bytes(plan, 1)
+    largest = max((u["bytes"] for u in units), default=0)
+    if cuda:
+        from .runtime.cuda.stream import SLOTS, fixed_device_bytes
+        fixed, what = fixed_device_bytes(plan), "budget (GPU)      "
+        least = fixed + SLOTS * largest
+    else:
+        from .runtime.offload import fixed_bytes
+        fixed, what = fixed_bytes(plan, 1), "budget (1 thread) "
+        least = fixed + largest
     total = fixed + sum(u["bytes"] for u in units)
-    least = fixed + max((u["bytes"] for u in units), default=0)
     hint = plan.get("max_memory_hint")
-    return [f"  budget (1 thread) {_size(total)} all resident; {_size(fixed)} fixed (arena, "
+    return [f"  {what}{_size(total)} all resident; {_size(fixed)} fixed (arena, "
             f"scratch, KV, shared weights); smallest --max-memory {_size(least)} streams all "
             f"{len(units)} units" + (f"; compiled default {_size(hint)}" if hint else ""),
             "  offload units    " + ", ".join(f"{u['name']} {_size(u['bytes'])}"

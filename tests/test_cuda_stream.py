@@ -108,3 +108,19 @@ def test_below_the_floor_names_the_smallest_budget(cuda_pair):
     with pytest.raises(IngotError, match=f"smallest budget that works is "
                                          f"{least / 2**20:.1f} MiB"):
         ingot.load(gpu, max_memory=least - 1)
+
+
+def test_inspect_reports_the_gpu_budget(cuda_pair, capsys):
+    """`ingot inspect` on a CUDA artefact: the GPU's budget (the same floor a load names), the
+    GPU scratch, no per-thread host scratch."""
+    from ingot.cli import _size, main
+    _, gpu, _ = cuda_pair()
+    from ingot.runtime.artefact import Artefact
+    art = Artefact(gpu)
+    plan = art.json("plan")
+    art.close()
+    assert main(["inspect", str(gpu)]) == 0
+    out = capsys.readouterr().out
+    least = _budgets(plan)[-1]
+    assert "budget (GPU)" in out and f"smallest --max-memory {_size(least)} streams" in out
+    assert "scratch (GPU)" in out and "scratch/thread" not in out
