@@ -65,13 +65,6 @@ def requantize_gguf(src, policy, output) -> pathlib.Path:
     return output
 
 
-def _rows(shape) -> int:
-    n = 1
-    for d in shape[:-1]:
-        n *= d
-    return n
-
-
 def _role_of_each_tensor(src) -> dict:
     """GGUF tensor name -> the canonical role a compile's policy sees for it."""
     from .gguf_convert import _roles
@@ -89,7 +82,7 @@ def _encoded(ref, fmt):
     if fmt.name == ref.qtype:
         yield bytes(ref.raw())
         return
-    rows, k = _rows(ref.shape), ref.shape[-1]
+    rows, k = int(np.prod(ref.shape[:-1])), ref.shape[-1]
     step = max(1, ROWS_BYTES // (4 * k))
     for r0 in range(0, rows, step):
         x = ref.read_rows(r0, min(rows, r0 + step))

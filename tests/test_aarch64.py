@@ -146,7 +146,9 @@ def _code_disassembly(path) -> str:
     so.write_bytes(code)
     objdump = shutil.which("aarch64-linux-gnu-objdump")
     if not objdump:
-        pytest.skip("aarch64-linux-gnu-objdump missing (binutils-aarch64-linux-gnu)")
+        pytest.skip("AARCH64 OBJDUMP MISSING: the sdot instruction check is NOT run "
+                    "(apt-get install binutils-aarch64-linux-gnu, which gcc-aarch64-linux-gnu "
+                    "pulls in)")
     return subprocess.run([objdump, "-d", str(so)], capture_output=True, text=True,
                           check=True).stdout
 
