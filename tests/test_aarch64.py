@@ -16,8 +16,9 @@ host's gap where it starts. Artefacts for the wrong machine or CPU are refused (
 IngotError), and a missing cross compiler is a one-line error.
 
 Needs qemu-user and the aarch64 cross gcc (.ci/run installs them); without them the runs skip
-loudly. The Gemma tests run in the "gemma" group, whose worker already holds the host artefact
-(the AArch64 compile, ~3 CPU-minutes, and qemu's 32 tokens, ~1, are what they add).
+loudly. The module runs in its own xdist group, beside the "gemma" group's worker (its host
+artefact's native code comes from the run's build cache); the AArch64 compile (~2 CPU-minutes)
+and qemu's 32 tokens (~1) are what it adds.
 """
 from __future__ import annotations
 

@@ -60,6 +60,7 @@ def _step_module(source: str, name: str, export: str):
         library, symbol = _compile_part(glb[part])
         symbols.append(symbol)
         mods = [llvm.parse_assembly(str(library._final_module))]
+        # each kernel's IR as numba optimised it, before its JIT (inlining.keep_ir_before_codegen)
         for lib in library._linking_libraries:
             if id(lib) not in seen:
                 seen.add(id(lib))

@@ -7,24 +7,47 @@ marks it `alwaysinline`, so LLVM inlines it into every caller before it optimise
 keep their shape (constants propagate, loops unroll and vectorise as before) for less compile
 time. Helpers must not return their own stack memory (none calls stack_f32/stack_addr).
 
-AArch64 builds keep numba's inlining: there, with the k-quant half-block helpers inlined by
-LLVM, Q6_K matrices computed wrong values under qemu (x86-64 builds give the same logits either
-way; the cause was not found), so code for AArch64 is generated exactly as before.
+The IR linked into a step must be numba's optimised IR, not what numba's JIT leaves of it:
+MCJIT generates machine code from a library's module in place, and its IR-level code generation
+passes (CodeGenPrepare, loop strength reduction) rewrite addresses for the JIT's CPU. Our
+addresses are integers, so CodeGenPrepare may pick any term of a sum as the base pointer:
+`inttoptr(w + 210 * i)` became `gep(inttoptr(210 * i), w)` in half_q6_k. Machine code does not
+care, but once LLVM inlines that with i = 0 the base is null, loads through it are undefined, and
+the optimiser deleted a Q6_K matrix's tile path (wrong prefill on AArch64 builds; x86-64's JIT
+happened to pick other bases). `keep_ir_before_codegen` makes every numba library keep its IR
+from before machine code generation for linking.
 """
 from __future__ import annotations
 
 from numba import njit
-
-from .host import codegen_arch
+from numba.core.codegen import CPUCodeLibrary
 
 HELPERS: list = []
+
+
+def keep_ir_before_codegen() -> None:
+    """Patch numba's library finalisation (once per process) so that a finalised library's
+    `_final_module`, which build.py and numba link into callers, is a copy taken before the JIT
+    compiles the module to machine code (the JIT keeps the module it compiled)."""
+    finalize = CPUCodeLibrary._finalize_final_module
+    if getattr(finalize, "ingot_keeps_ir", False):
+        return
+
+    def _finalize_final_module(self):
+        ir = self._final_module.clone()
+        finalize(self)
+        self._final_module = ir
+
+    _finalize_final_module.ingot_keeps_ir = True
+    CPUCodeLibrary._finalize_final_module = _finalize_final_module
+
+
+keep_ir_before_codegen()  # before any kernel or helper is compiled
 
 
 def helper(**options):
     """`njit(**options)`, recorded as a helper to inline."""
     def wrap(fn):
-        if codegen_arch() == "aarch64":
-            return njit(inline="always", **options)(fn)
         dispatcher = njit(**options)(fn)
         HELPERS.append(dispatcher)
         return dispatcher

@@ -12,11 +12,14 @@ widened to float per value, and the float work is one multiply-add per four piec
 
 Each block type is described once: `quads_<type>(sink)` returns `(group, tail)`; `group(w, g,
 st)` hands the sink every four pieces of the g-th group of blocks of a row (four 32-value
-blocks, or one 256-value block = two quads) as `sink(st, V0..V3, q, s0..s7, m0..m7, signed)`:
+blocks, or one 256-value block = two quads) as `sink(st, V0..V3, q, sw, mv, signed)`:
 V the codes as bytes (signed or not), q the quad of activations they multiply (32-blocks
-4q..4q+3), s the weight scales of the pieces' halves of 16 ([first halves of the four pieces,
-then their second halves]), m what each half's activation sum is multiplied by and subtracted
-(offsets and minima). `tail` takes the last, partial group of 32-value types. A sink owns the
+4q..4q+3), sw the weight scales of the pieces' halves of 16 as one vector ([first halves of
+the four pieces, then their second halves]), mv what each half's activation sum is multiplied
+by and subtracted (offsets and minima). The scale vectors are built with vector loads and
+conversions (four f16 scales in one vcvtph2ps, k-quant sub-block scales unpacked in lanes):
+built lane by lane from scalars they took as many instructions as the dot products on
+q5_0 and the k-quants. `tail` takes the last, partial group of 32-value types. A sink owns the
 accumulators (`st`, a tuple): one token in registers, or a tile of up to eight tokens against
 the same unpacked codes with their accumulators on the stack — the same steps per token in
 both, so a token's result is the same bits alone or in a tile.
@@ -30,10 +33,11 @@ from numba import njit
 from .inlining import helper
 from .intrinsics import prefetch, ptr_f32, ptr_i8, ptr_u8, stack_addr
 from .kernels import KW, split
-from .quant_kernels import f16, fq, k4_scale_min, q3_k_scale
+from .quant_kernels import f16, fq, q3_k_scale
 from .simd import (b32_and, b32_bits, b32_load, b32_nibbles16, b32_or, b32_shl, b32_shr,
-                   b32_zero, dot_i8, dot_u8, f8_load, f8_load4x2, f8_madd_i, f8_msub, f8_mul,
-                   f8_set, f8_store, f8_sum, f8_zero, i8_quad)
+                   b32_zero, dot_i8, dot_u8, f8_halves4x2, f8_hi4x2, f8_i8_even_odd,
+                   f8_k4_scales, f8_lo4x2, f8_load, f8_load4x2, f8_madd_i, f8_msub, f8_mul,
+                   f8_neg, f8_set, f8_splat, f8_store, f8_sum, f8_zero, i8_quad)
 
 TILE = 8  # tokens that share one unpacking of a weight row in prefill
 F0 = np.float32(0)
@@ -99,19 +103,27 @@ def quantize_row(x, K, X):
 
 # --- block types as quads of pieces ---
 
-def quads_small(piece, BB, signed):
-    """32-value types: a group is four blocks, one quad; `piece(p)` gives one block's codes,
-    scale and subtracted term."""
+def quads_small(codes, BB, signed, mconst, moff):
+    """32-value types: a group is four blocks, one quad. `codes(p)` gives a block's 32 codes;
+    its scale is the f16 at p, and what multiplies the activations' sums is `mconst` times
+    the scale (q4_0's 8, q5_0's 16) or, with `moff`, minus the f16 at p + moff (q4_1, q5_1)."""
     def make(sink):
         @helper(**KW)
         def group(w, g, st):
             p = w + 4 * g * BB
-            V0, a0, m0 = piece(p)
-            V1, a1, m1 = piece(p + BB)
-            V2, a2, m2 = piece(p + 2 * BB)
-            V3, a3, m3 = piece(p + 3 * BB)
-            return sink(st, V0, V1, V2, V3, g, a0, a1, a2, a3, a0, a1, a2, a3,
-                        m0, m1, m2, m3, m0, m1, m2, m3, signed)
+            sw = f8_halves4x2(p, p + BB, p + 2 * BB, p + 3 * BB)
+            if moff:
+                mv = f8_neg(f8_halves4x2(p + moff, p + BB + moff, p + 2 * BB + moff,
+                                         p + 3 * BB + moff))
+            else:
+                mv = f8_mul(sw, f8_splat(mconst))
+            return sink(st, codes(p), codes(p + BB), codes(p + 2 * BB), codes(p + 3 * BB), g,
+                        sw, mv, signed)
+
+        @helper(**KW)
+        def piece(p):
+            d = f16(p)
+            return codes(p), d, -f16(p + moff) if moff else mconst * d
 
         @helper(**KW)
         def tail(w, g, nblk, st):
@@ -126,42 +138,40 @@ def quads_small(piece, BB, signed):
                 V1, a1, m1 = piece(p + BB)
             if left > 2:
                 V2, a2, m2 = piece(p + 2 * BB)
-            return sink(st, V0, V1, V2, b32_zero(), g, a0, a1, a2, F0, a0, a1, a2, F0,
-                        m0, m1, m2, F0, m0, m1, m2, F0, signed)
+            return sink(st, V0, V1, V2, b32_zero(), g, f8_set(a0, a1, a2, F0, a0, a1, a2, F0),
+                        f8_set(m0, m1, m2, F0, m0, m1, m2, F0), signed)
         return group, tail
     return make
 
 
 @helper(**KW)
-def piece_q4_0(p):   # f16 d, 16 bytes of nibbles; values d * (q - 8)
-    d = f16(p)
-    return b32_nibbles16(p + 2), d, F8 * d
+def codes_q4_0(p):   # f16 d, 16 bytes of nibbles; values d * (q - 8)
+    return b32_nibbles16(p + 2)
 
 
 @helper(**KW)
-def piece_q4_1(p):   # f16 d, f16 m, nibbles; values d * q + m
-    return b32_nibbles16(p + 4), f16(p), -f16(p + 2)
+def codes_q4_1(p):   # f16 d, f16 m, nibbles; values d * q + m
+    return b32_nibbles16(p + 4)
 
 
 @helper(**KW)
-def piece_q5_0(p):   # f16 d, u32 fifth bits, nibbles; values d * (q - 16)
-    d = f16(p)
-    return b32_or(b32_nibbles16(p + 6), b32_shl(b32_bits(p + 2), 4)), d, F16 * d
+def codes_q5_0(p):   # f16 d, u32 fifth bits, nibbles; values d * (q - 16)
+    return b32_or(b32_nibbles16(p + 6), b32_shl(b32_bits(p + 2), 4))
 
 
 @helper(**KW)
-def piece_q5_1(p):   # f16 d, f16 m, u32 fifth bits, nibbles; values d * q + m
-    return b32_or(b32_nibbles16(p + 8), b32_shl(b32_bits(p + 4), 4)), f16(p), -f16(p + 2)
+def codes_q5_1(p):   # f16 d, f16 m, u32 fifth bits, nibbles; values d * q + m
+    return b32_or(b32_nibbles16(p + 8), b32_shl(b32_bits(p + 4), 4))
 
 
 @helper(**KW)
-def piece_q8_0(p):   # f16 d, 32 int8 codes
-    return b32_load(p + 2), f16(p), F0
+def codes_q8_0(p):   # f16 d, 32 int8 codes
+    return b32_load(p + 2)
 
 
 @helper(**KW)
-def piece_q8_1(p):   # f16 d, f16 s (unused here), 32 int8 codes
-    return b32_load(p + 4), f16(p), F0
+def codes_q8_1(p):   # f16 d, f16 s (unused here), 32 int8 codes
+    return b32_load(p + 4)
 
 
 def quads_large(half):
@@ -181,6 +191,14 @@ def quads_large(half):
 
 
 @helper(**KW)
+def k4_vectors(p, h, d, dmin):
+    """q4_k/q5_k sub-blocks 4h..4h+3: their d * scale and dmin * min, each twice (the lanes
+    of a quad's half sums)."""
+    v = f8_mul(f8_k4_scales(p, h), f8_set(d, d, d, d, dmin, dmin, dmin, dmin))
+    return f8_lo4x2(v), f8_hi4x2(v)
+
+
+@helper(**KW)
 def half_q4_k(w, i, h, sink, st):   # f16 d, f16 dmin, scales[12], qs[128]
     p = w + i * 144
     d = f16(p)
@@ -188,12 +206,9 @@ def half_q4_k(w, i, h, sink, st):   # f16 d, f16 dmin, scales[12], qs[128]
     # qs bytes c*32..: sub-block 2c in the low nibbles, 2c + 1 in the high ones
     v0 = b32_load(p + 16 + 64 * h)
     v1 = b32_load(p + 48 + 64 * h)
-    a0, m0 = k4_scale_min(p + 4, 4 * h, d, dmin)
-    a1, m1 = k4_scale_min(p + 4, 4 * h + 1, d, dmin)
-    a2, m2 = k4_scale_min(p + 4, 4 * h + 2, d, dmin)
-    a3, m3 = k4_scale_min(p + 4, 4 * h + 3, d, dmin)
+    sw, mv = k4_vectors(p + 4, h, d, dmin)
     return sink(st, b32_and(v0, 15), b32_shr(v0, 4), b32_and(v1, 15), b32_shr(v1, 4),
-                2 * i + h, a0, a1, a2, a3, a0, a1, a2, a3, m0, m1, m2, m3, m0, m1, m2, m3, False)
+                2 * i + h, sw, mv, False)
 
 
 @helper(**KW)
@@ -212,12 +227,8 @@ def half_q5_k(w, i, h, sink, st):   # f16 d, f16 dmin, scales[12], qh[32], qs[12
     hb = b32_load(p + 16)
     V0, V1 = _q5_k_codes(b32_load(p + 48 + 64 * h), hb, 2 * h)
     V2, V3 = _q5_k_codes(b32_load(p + 80 + 64 * h), hb, 2 * h + 1)
-    a0, m0 = k4_scale_min(p + 4, 4 * h, d, dmin)
-    a1, m1 = k4_scale_min(p + 4, 4 * h + 1, d, dmin)
-    a2, m2 = k4_scale_min(p + 4, 4 * h + 2, d, dmin)
-    a3, m3 = k4_scale_min(p + 4, 4 * h + 3, d, dmin)
-    return sink(st, V0, V1, V2, V3, 2 * i + h, a0, a1, a2, a3, a0, a1, a2, a3,
-                m0, m1, m2, m3, m0, m1, m2, m3, False)
+    sw, mv = k4_vectors(p + 4, h, d, dmin)
+    return sink(st, V0, V1, V2, V3, 2 * i + h, sw, mv, False)
 
 
 @helper(**KW)
@@ -234,13 +245,10 @@ def half_q6_k(w, i, h, sink, st):   # ql[128], qh[64], i8 scales[16], f16 d; d*s
     ql0 = b32_load(p + h * 64)
     ql1 = b32_load(p + h * 64 + 32)
     qh = b32_load(p + 128 + h * 32)
-    sc = ptr_i8(p + 192 + h * 8)
-    s0, s1, s2, s3 = d * fq(sc[0]), d * fq(sc[2]), d * fq(sc[4]), d * fq(sc[6])
-    t0, t1, t2, t3 = d * fq(sc[1]), d * fq(sc[3]), d * fq(sc[5]), d * fq(sc[7])
+    # the 8 scales of this half: sub-blocks 0, 2, 4, 6 (first halves of 16), then 1, 3, 5, 7
+    sw = f8_mul(f8_i8_even_odd(p + 192 + h * 8), f8_splat(d))
     return sink(st, _q6_k_codes(ql0, qh, 0), _q6_k_codes(ql1, qh, 1), _q6_k_codes(ql0, qh, 2),
-                _q6_k_codes(ql1, qh, 3), 2 * i + h, s0, s1, s2, s3, t0, t1, t2, t3,
-                F32 * s0, F32 * s1, F32 * s2, F32 * s3, F32 * t0, F32 * t1, F32 * t2, F32 * t3,
-                False)
+                _q6_k_codes(ql1, qh, 3), 2 * i + h, sw, f8_mul(sw, f8_splat(F32)), False)
 
 
 @helper(**KW)
@@ -259,10 +267,10 @@ def half_q3_k(w, i, h, sink, st):   # hmask[32], qs[64], scales[12], f16 d; d*sc
     s2, s3 = d * q3_k_scale(p + 96, h * 8 + 4), d * q3_k_scale(p + 96, h * 8 + 6)
     t0, t1 = d * q3_k_scale(p + 96, h * 8 + 1), d * q3_k_scale(p + 96, h * 8 + 3)
     t2, t3 = d * q3_k_scale(p + 96, h * 8 + 5), d * q3_k_scale(p + 96, h * 8 + 7)
+    sw = f8_set(s0, s1, s2, s3, t0, t1, t2, t3)
     return sink(st, _q3_k_codes(q, hm, h, 0), _q3_k_codes(q, hm, h, 1),
                 _q3_k_codes(q, hm, h, 2), _q3_k_codes(q, hm, h, 3), 2 * i + h,
-                s0, s1, s2, s3, t0, t1, t2, t3,
-                F4 * s0, F4 * s1, F4 * s2, F4 * s3, F4 * t0, F4 * t1, F4 * t2, F4 * t3, False)
+                sw, f8_mul(sw, f8_splat(F4)), False)
 
 
 @helper(**KW)
@@ -287,8 +295,8 @@ def half_q2_k(w, i, h, sink, st):   # scales[16] (lo scale, hi min), qs[64], f16
     t2, o2 = _q2_k_scales(p, h * 8 + 5, d, dmin)
     t3, o3 = _q2_k_scales(p, h * 8 + 7, d, dmin)
     return sink(st, b32_and(q, 3), b32_and(b32_shr(q, 2), 3), b32_and(b32_shr(q, 4), 3),
-                b32_and(b32_shr(q, 6), 3), 2 * i + h, s0, s1, s2, s3, t0, t1, t2, t3,
-                n0, n1, n2, n3, o0, o1, o2, o3, False)
+                b32_and(b32_shr(q, 6), 3), 2 * i + h, f8_set(s0, s1, s2, s3, t0, t1, t2, t3),
+                f8_set(n0, n1, n2, n3, o0, o1, o2, o3), False)
 
 
 @helper(**KW)
@@ -297,17 +305,17 @@ def half_q8_k(w, i, h, sink, st):   # f32 d, i8 qs[256], i16 bsums[16]
     d = ptr_f32(p)[0]
     c = p + 4 + 128 * h
     return sink(st, b32_load(c), b32_load(c + 32), b32_load(c + 64), b32_load(c + 96),
-                2 * i + h, d, d, d, d, d, d, d, d, F0, F0, F0, F0, F0, F0, F0, F0, True)
+                2 * i + h, f8_splat(d), f8_zero(), True)
 
 
 # name -> (quads, values per block, bytes per block)
 Q8_BLOCK_TYPES = {
-    "q4_0": (quads_small(piece_q4_0, 18, False), 32, 18),
-    "q4_1": (quads_small(piece_q4_1, 20, False), 32, 20),
-    "q5_0": (quads_small(piece_q5_0, 22, False), 32, 22),
-    "q5_1": (quads_small(piece_q5_1, 24, False), 32, 24),
-    "q8_0": (quads_small(piece_q8_0, 34, True), 32, 34),
-    "q8_1": (quads_small(piece_q8_1, 36, True), 32, 36),
+    "q4_0": (quads_small(codes_q4_0, 18, False, F8, 0), 32, 18),
+    "q4_1": (quads_small(codes_q4_1, 20, False, F0, 2), 32, 20),
+    "q5_0": (quads_small(codes_q5_0, 22, False, F16, 0), 32, 22),
+    "q5_1": (quads_small(codes_q5_1, 24, False, F0, 2), 32, 24),
+    "q8_0": (quads_small(codes_q8_0, 34, True, F0, 0), 32, 34),
+    "q8_1": (quads_small(codes_q8_1, 36, True, F0, 0), 32, 36),
     "q2_k": (quads_large(half_q2_k), 256, 84), "q3_k": (quads_large(half_q3_k), 256, 110),
     "q4_k": (quads_large(half_q4_k), 256, 144), "q5_k": (quads_large(half_q5_k), 256, 176),
     "q6_k": (quads_large(half_q6_k), 256, 210), "q8_k": (quads_large(half_q8_k), 256, 292),
@@ -335,25 +343,19 @@ def _tok(X, oD, oS, q, V0, V1, V2, V3, sw, mv, signed, acc):
 
 
 @helper(**KW)
-def sink_one(st, V0, V1, V2, V3, q, s0, s1, s2, s3, s4, s5, s6, s7,
-             m0, m1, m2, m3, m4, m5, m6, m7, signed):
+def sink_one(st, V0, V1, V2, V3, q, sw, mv, signed):
     """One token, st = (X, oD, oS, acc)."""
     X, oD, oS, acc = st
-    sw = f8_set(s0, s1, s2, s3, s4, s5, s6, s7)
-    mv = f8_set(m0, m1, m2, m3, m4, m5, m6, m7)
     return X, oD, oS, _tok(X, oD, oS, q, V0, V1, V2, V3, sw, mv, signed, acc)
 
 
 @helper(**KW)
-def sink_tile(st, V0, V1, V2, V3, q, s0, s1, s2, s3, s4, s5, s6, s7,
-              m0, m1, m2, m3, m4, m5, m6, m7, signed):
+def sink_tile(st, V0, V1, V2, V3, q, sw, mv, signed):
     """T tokens (quantized rows X, X + QB, ...) against the same unpacked codes, their
     accumulators in memory at A (32 bytes each), st = (X, QB, oD, oS, T, A): each token takes
     exactly the steps of `sink_one`. A loop over the tokens, not T unrolled copies, keeps the
     code (and its compile time) small; the codes and scales stay in registers across it."""
     X, QB, oD, oS, T, A = st
-    sw = f8_set(s0, s1, s2, s3, s4, s5, s6, s7)
-    mv = f8_set(m0, m1, m2, m3, m4, m5, m6, m7)
     for k in range(T):
         a = A + 32 * k
         f8_store(a, _tok(X + k * QB, oD, oS, q, V0, V1, V2, V3, sw, mv, signed, f8_load(a)))

@@ -269,15 +269,21 @@ def f8_fma(typingctx, acc, dots, s0, s1):
 
 @intrinsic
 def f8_sum(typingctx, acc):
-    """The sum of the 8 lanes."""
+    """The sum of the 8 lanes in a fixed order: the two halves, then pairs, then the last two
+    (x86's usual reduction), so that every ISA gives the same bits (a reassociable reduction
+    is summed in each backend's own order)."""
     if acc != F32X8:
         return None
 
     def codegen(context, builder, sig, args):
-        mod = builder.module
-        fn = cgutils.get_or_insert_function(
-            mod, ir.FunctionType(_F32, [_F32, _F32X8]), "llvm.vector.reduce.fadd.v8f32")
-        return builder.call(fn, [ir.Constant(_F32, 0.0), args[0]], fastmath=("fast",))
+        v = args[0]
+
+        def lanes(x, idx):
+            return builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, len(idx)), idx))
+        four = builder.fadd(lanes(v, [0, 1, 2, 3]), lanes(v, [4, 5, 6, 7]))
+        two = builder.fadd(lanes(four, [0, 1]), lanes(four, [2, 3]))
+        return builder.fadd(builder.extract_element(two, ir.Constant(_I32, 0)),
+                            builder.extract_element(two, ir.Constant(_I32, 1)))
     return types.float32(F32X8), codegen
 
 
@@ -323,6 +329,105 @@ def f8_set(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
                                        ir.Constant(_I32, lane))
         return v
     return F32X8(a0, a1, a2, a3, a4, a5, a6, a7), codegen
+
+
+@intrinsic
+def f8_halves4x2(typingctx, a0, a1, a2, a3):
+    """The IEEE halves at four addresses, twice: [h0, h1, h2, h3, h0, h1, h2, h3] as floats.
+    One vector conversion (vcvtph2ps) for a quad's four block scales, where four scalar
+    conversions and lane inserts cost about three times the instructions."""
+    def codegen(context, builder, sig, args):
+        i16x4 = ir.VectorType(_I16, 4)
+        v = ir.Constant(i16x4, ir.Undefined)
+        for lane, addr in enumerate(args):
+            ld = builder.load(_ptr(builder, addr, _I16))
+            ld.align = 1
+            v = builder.insert_element(v, ld, ir.Constant(_I32, lane))
+        f = builder.fpext(builder.bitcast(v, ir.VectorType(ir.HalfType(), 4)),
+                          ir.VectorType(_F32, 4))
+        return builder.shuffle_vector(f, f, ir.Constant(ir.VectorType(_I32, 8),
+                                                        [0, 1, 2, 3, 0, 1, 2, 3]))
+    return F32X8(types.int64, types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def f8_i8_even_odd(typingctx, addr):
+    """The 8 int8 at addr as floats, even bytes first: [b0, b2, b4, b6, b1, b3, b5, b7]
+    (q6_k's sub-block scales in the lane order of a quad's half sums)."""
+    def codegen(context, builder, sig, args):
+        v = _load(builder, args[0], ir.VectorType(_I8, 8))
+        v = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 8),
+                                                     [0, 2, 4, 6, 1, 3, 5, 7]))
+        return builder.sitofp(v, _F32X8)
+    return F32X8(types.int64), codegen
+
+
+@intrinsic
+def f8_k4_scales(typingctx, addr, h):
+    """q4_k/q5_k: the 6-bit scales and minima of sub-blocks 4h..4h+3 from the 12 bytes at addr
+    (h 0 or 1), as floats [sc0..sc3, mn0..mn3]. Bytes 0..3 hold scales 0..3 and bytes 4..7
+    minima 0..3 in their low 6 bits; bytes 8..11 the low 4 bits of scales (low nibbles) and
+    minima (high nibbles) 4..7, whose top 2 bits are the top bits of bytes 0..7. Reads 16
+    bytes (a block's scales are always followed by its codes)."""
+    def codegen(context, builder, sig, args):
+        addr, h = args
+        v8, i32x8 = ir.VectorType(_I8, 8), ir.VectorType(_I32, 8)
+        b = _load(builder, addr, ir.VectorType(_I8, 16))
+
+        def pick(idx):
+            return builder.shuffle_vector(b, b, ir.Constant(i32x8, idx))
+
+        def const(vals):
+            return ir.Constant(v8, vals)
+        first = builder.and_(pick(list(range(8))), const([63] * 8))
+        low = builder.and_(builder.lshr(pick([8, 9, 10, 11] * 2), const([0] * 4 + [4] * 4)),
+                           const([15] * 8))
+        top = builder.shl(builder.lshr(pick(list(range(8))), const([6] * 8)), const([4] * 8))
+        second = builder.or_(low, top)
+        v = builder.select(builder.icmp_signed("==", h, ir.Constant(h.type, 0)), first, second)
+        return builder.uitofp(builder.zext(v, i32x8), _F32X8)
+    return F32X8(types.int64, types.int64), codegen
+
+
+def _f8_four_twice(first):
+    """Lanes first..first + 3 of a float vector, twice."""
+    @intrinsic
+    def op(typingctx, a):
+        if a != F32X8:
+            return None
+
+        def codegen(context, builder, sig, args):
+            idx = list(range(first, first + 4)) * 2
+            return builder.shuffle_vector(args[0], args[0],
+                                          ir.Constant(ir.VectorType(_I32, 8), idx))
+        return F32X8(F32X8), codegen
+    return op
+
+
+f8_lo4x2 = _f8_four_twice(0)
+f8_hi4x2 = _f8_four_twice(4)
+
+
+@intrinsic
+def f8_splat(typingctx, x):
+    """One scalar in all eight lanes."""
+    if not isinstance(x, (types.Float, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, context.cast(builder, args[0], sig.args[0], types.float32),
+                      _F32X8)
+    return F32X8(x), codegen
+
+
+@intrinsic
+def f8_neg(typingctx, a):
+    if a != F32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fneg(args[0])
+    return F32X8(F32X8), codegen
 
 
 @intrinsic
