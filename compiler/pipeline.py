@@ -193,10 +193,14 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     from ..targets.cuda import target as _cuda_targets  # noqa: F401 (registers cuda-sm*)
     tgt = resolve_target(target)
     cuda = getattr(tgt, "kind", "cpu") == "cuda"
-    if cuda and (max_batch > 1 or profile):
-        raise IngotError(f"target {tgt.name}: --max-batch and --profile are CPU-only for now")
+    if cuda and profile:
+        raise IngotError(f"target {tgt.name}: --profile is CPU-only for now")
     cpu_tgt = None
-    if cuda:  # the host-side code that device maps run layers on (None: GPU only)
+    if cuda and max_batch > 1:  # device maps with CPU layers run one sequence: no host code
+        if cpu_target is not None and str(cpu_target).lower() != "none":
+            raise IngotError(f"target {tgt.name}: --cpu-target (CPU layers in a device map) "
+                             f"and --max-batch > 1 cannot be combined yet")
+    elif cuda:  # the host-side code that device maps run layers on (None: GPU only)
         from ..targets.cuda.host_code import cpu_target_for
         cpu_tgt = cpu_target_for(tgt.name, cpu_target)
     elif cpu_target is not None:
@@ -294,7 +298,8 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
         from ..targets.cuda.compile import cuda_sections
         device_sections, device_plan = cuda_sections(
             graph, plan, w_off, s_off, chunk, tgt, cpu_target=cpu_tgt,
-            workdir=output.parent if output.parent.exists() else None)
+            workdir=output.parent if output.parent.exists() else None,
+            batch=None if bgraph is None else (bgraph, bplan, max_batch))
         code = device_sections.pop("code", None)
     else:
         code = build_library(sources, tgt,

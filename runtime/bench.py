@@ -269,8 +269,8 @@ def run_bench(model, *, gguf=None, reference=True, threads=(1, 2), prompt_tokens
             notes.append("a CUDA artefact runs on the GPU: one run, not one per thread count")
             _note(notes[-1])
         threads = [1]
-        notes.append("batch 1 only: CUDA artefacts decode one sequence (--max-batch is "
-                     "CPU-only), so there is no batch-8 figure")
+        notes.append("batch 1 only: `ingot bench` times one sequence; batched streams "
+                     "(--max-batch 8) are measured by tools/bench_serve.py")
     fits = [n for n in prompt_tokens if n <= max_seq]
     if not fits or fits[0] + gen_tokens > max_seq:
         n = fits[0] if fits else prompt_tokens[0]

@@ -60,7 +60,9 @@ class Model:
         self._read_ahead = None
 
         if self.device == "cuda":  # launch lists instead of native code: steps by name
-            self._prefill, self._decode, self._batch = "prefill", "decode", None
+            self._prefill, self._decode = "prefill", "decode"
+            # The batched step takes the same row table address as `pos` (runtime/cuda/steps.py)
+            self._batch = "batch" if "batch" in p["entry_points"] else None
         else:
             self._lib = load_library(art.section("code"))
             self._prefill = entry(self._lib, p["entry_points"]["prefill"])

@@ -157,7 +157,7 @@ def test_gpu_backend_on_a_simulated_libcuda(cuda_pair, monkeypatch):
 def test_bad_inputs_are_one_line_errors(cuda_pair, model_dirs, monkeypatch):
     folder, _ = model_dirs("llama")
     with pytest.raises(IngotError, match="CPU-only"):
-        ingot.compile(folder, "unused.ingot", target="cuda-sm87", max_batch=2)
+        ingot.compile(folder, "unused.ingot", target="cuda-sm87", profile=True)
     _, gpu, _ = cuda_pair()
     monkeypatch.delenv("INGOT_CUDA_SIM", raising=False)
     import ingot.runtime.cuda.driver as drv

@@ -373,8 +373,9 @@ def test_linear_float_weights(sim, dtype, K):
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_linear_block_formats_float_and_dp4a(sim, name):
     """Every block type through each matrix kernel: float activations (dequantize and FMA)
-    and 8-bit activations (dp4a), a warp a row and tiled; a prefill step renders one of them
-    (the tiled dp4a one where the CPU takes 8-bit activations too)."""
+    and 8-bit activations (dp4a; tiled also on int8 tensor cores, WMMA), a warp a row and
+    tiled; a prefill step renders one of them (the WMMA one where the CPU takes 8-bit
+    activations too)."""
     rng = np.random.default_rng(60 + sorted(FORMATS).index(name))
     bs = FORMATS[name][0]
     N, K = 37, (96 + 32 * 3 if bs == 32 else 3 * bs)
@@ -391,8 +392,9 @@ def test_linear_block_formats_float_and_dp4a(sim, name):
         b64 = widened(ctx, b) if with_bias else np.zeros(N)
         default = RENDERERS[Op.LINEAR](ctx, node)  # (a prefill step's)
         fl, q8 = linear_launches(ctx, node, False), linear_launches(ctx, node, True)
-        flt, q8t = (linear_launches(ctx, node, q, tiled=not last) for q in (False, True))
-        assert default == (q8t if name in Q8_FORMATS else flt)
+        flt, q8m = (linear_launches(ctx, node, q, tiled=not last) for q in (False, True))
+        q8t = linear_launches(ctx, node, True, tiled=not last, mma=False)
+        assert default == (q8m if name in Q8_FORMATS else flt)
         what = f"{name} n={n} bias={with_bias} last_row={last}"
         want = xv @ w64.T + b64
         tol = 1e-4 * (np.abs(xv) @ np.abs(w64).T + np.abs(b64)) + 1e-30
@@ -406,7 +408,8 @@ def test_linear_block_formats_float_and_dp4a(sim, name):
         tol = 1e-4 * (np.abs(xq) @ np.abs(w64).T + np.abs(b64)) + 1e-30
         # Half a code step per activation, weighted by the block's |w|.
         wabs = np.abs(w64).reshape(N, K // 32, 32).sum(axis=2)
-        for kind, launches in (("dp4a", q8), ("dp4a tiled", q8t)):
+        q8s = (("dp4a", q8), ("dp4a tiled", q8t)) + ((("wmma", q8m),) if not last else ())
+        for kind, launches in q8s:
             scratch = np.full(n * q8_row(K) + 256, 7, np.uint8)
             yb[:] = np.nan
             run(sim, launches, n, scratch=scratch)
@@ -621,10 +624,109 @@ def test_tiled_prefill_crosses_tiles(sim, name):
         w64 = widened(ctx, w).reshape(N, K)
     node, xv, yb, rows, b = linear_case(ctx, rng, w, N, K, n, True, False)
     launches = RENDERERS[Op.LINEAR](ctx, node)
-    assert launches[-1].kernel == f"ingot_linear_{'q8t' if name in Q8_FORMATS else 't'}_{name}"
+    assert launches[-1].kernel == f"ingot_linear_{'q8m' if name in Q8_FORMATS else 't'}_{name}"
     run(sim, launches, n, scratch=np.zeros(n * q8_row(K), np.uint8))
     xq = quantize_like_kernel(xv)[0] if name in Q8_FORMATS else xv
     b64 = widened(ctx, b)
     tol = 1e-4 * (np.abs(xq) @ np.abs(w64).T + np.abs(b64)) + 1e-30
     check(yb[:n * N].reshape(n, N), xq @ w64.T + b64, tol, f"tiled {name}")
     assert np.isnan(yb[n * N:]).all()
+
+
+@pytest.mark.parametrize("name", ("q4_0", "q8_0", "q4_k", "q6_k"))
+def test_wmma_prefill_is_the_dp4a_kernel(sim, name):
+    """The tensor-core prefill kernel (WMMA) against numpy and the tiled dp4a kernel: 70 rows
+    and 37 tokens (partial 64-tiles, and not whole 16 x 16 products either). Both kernels take
+    the same exact int32 dots; they differ in the float algebra's order only (per 32-block
+    d * dot + m * sum over two halves of 16, not four slices of 8, then the same running sum
+    of blocks): a few roundings (2^-24 each) per block of terms up to |d code| + |m| a value
+    (several |w| for the offset types), so 1e-6 of sum |x| |w| (measured: under 1e-7)."""
+    rng = np.random.default_rng(95)
+    N, n = 70, 37
+    K = 2 * FORMATS[name][0] if FORMATS[name][0] > 32 else 160
+    ctx = Ctx()
+    raw, deq = quant_rows(name, N, K, rng)
+    w = weight(ctx, "w", raw, name, (N, K))
+    w64 = deq.astype(np.float64)
+    node, xv, yb, rows, b = linear_case(ctx, rng, w, N, K, n, True, False)
+    mma, dp4a = (linear_launches(ctx, node, True, tiled=True, mma=m) for m in (True, False))
+    assert mma == RENDERERS[Op.LINEAR](ctx, node) and mma[-1].kernel == f"ingot_linear_q8m_{name}"
+    got = {}
+    for kind, launches in (("wmma", mma), ("dp4a", dp4a)):
+        yb[:] = np.nan
+        run(sim, launches, n, scratch=np.zeros(n * q8_row(K), np.uint8))
+        assert np.isnan(yb[n * N:]).all(), "wrote past y"
+        got[kind] = yb[:n * N].reshape(n, N).astype(np.float64)
+    xq = quantize_like_kernel(xv)[0]
+    b64 = widened(ctx, b)
+    size = np.abs(xq) @ np.abs(w64).T
+    check(got["wmma"], xq @ w64.T + b64, 1e-4 * (size + np.abs(b64)) + 1e-30, f"wmma {name}")
+    check(got["wmma"], got["dp4a"], 1e-6 * size + 1e-30, f"wmma against dp4a {name}")
+
+
+WMMA_TEST = """
+// D = A B + C per warp (its operands w * a[8] elements on), A and B as the template says, C
+// read column-major, D written row-major; lda, ldb, ldc, ldd in a[4..7]. A's pointer moves
+// a[9] bytes, and a[10] more in odd lanes (misuses the simulator refuses).
+template <class LA, class LB> __device__ void product(KARGS) {
+    using namespace nvcuda;
+    const i64 o = (threadIdx.x >> 5) * a[8];
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, LA> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, LB> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, int> fc;
+    wmma::load_matrix_sync(fa, (const signed char *)a[0] + o + a[9] + (threadIdx.x & 1) * a[10],
+                           (unsigned)a[4]);
+    wmma::load_matrix_sync(fb, (const signed char *)a[1] + o, (unsigned)a[5]);
+    wmma::load_matrix_sync(fc, (const int *)a[2] + o, (unsigned)a[6], wmma::mem_col_major);
+    wmma::mma_sync(fc, fa, fb, fc);
+    wmma::store_matrix_sync((int *)a[3] + o, fc, (unsigned)a[7], wmma::mem_row_major);
+}
+extern "C" __global__ void ingot_wmma_rc(KARGS) { product<nvcuda::wmma::row_major,
+                                                          nvcuda::wmma::col_major>(a, d); }
+extern "C" __global__ void ingot_wmma_cr(KARGS) { product<nvcuda::wmma::col_major,
+                                                          nvcuda::wmma::row_major>(a, d); }
+"""
+
+
+def test_shim_wmma_against_numpy(tmp_path):
+    """The simulator's WMMA (sim/shim.h) as the CUDA programming guide lays out memory: a
+    16x16x16 int8 product per warp, two warps, with each operand layout and leading dimensions
+    past 16 (elements between the tiles' rows or columns stay untouched); a call whose lanes
+    disagree or whose pointer is not 256-bit aligned fails the launch (-5)."""
+    lib = ctypes.CDLL(str(build_sim((CU_DIR / "common.cuh").read_text() + WMMA_TEST, tmp_path)))
+    rng = np.random.default_rng(7)
+    u3 = ctypes.c_uint * 3
+    lds, span = (48, 32, 20, 24), 1024  # lda ldb ldc ldd; each warp's operands span apart
+
+    def launch(kernel, A, B, C, D, bad=(0, 0)):
+        a = np.array([A.ctypes.data, B.ctypes.data, C.ctypes.data, D.ctypes.data, *lds, span,
+                      *bad], np.int64)
+        return lib.ingot_sim_launch(kernel, u3(1, 1, 1), u3(64, 1, 1), 0,
+                                    ctypes.c_void_p(a.ctypes.data), None)
+
+    def at(i, j, ld, row):  # element (i, j)'s index: row-major or column-major
+        return i * ld + j if row else i + j * ld
+
+    def aligned(v):  # a copy 256-bit aligned, as WMMA's pointers must be
+        raw = np.zeros(v.nbytes + 32, np.uint8)
+        out = raw[-raw.ctypes.data % 32:][:v.nbytes].view(v.dtype)
+        out[:] = v
+        return out
+
+    i, j = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    for kernel, a_row in ((b"ingot_wmma_rc", True), (b"ingot_wmma_cr", False)):
+        A = aligned(rng.integers(-128, 128, 2 * span).astype(np.int8))
+        B = aligned(rng.integers(-128, 128, 2 * span).astype(np.int8))
+        C = aligned(rng.integers(-2 ** 20, 2 ** 20, 2 * span).astype(np.int32))
+        D = aligned(np.full(2 * span, 12345, np.int32))
+        assert launch(kernel, A, B, C, D) == 0
+        for w in range(2):
+            o = w * span
+            a = A[o + at(i, j, lds[0], a_row)].astype(np.int64)     # (row i, k j)
+            b = B[o + at(i, j, lds[1], not a_row)].astype(np.int64)  # (k i, column j)
+            c = C[o + at(i, j, lds[2], False)]
+            want = D.copy()
+            want[o + at(i, j, lds[3], True)] = a @ b + c
+            assert np.array_equal(D[o:o + span], want[o:o + span]), f"{kernel} warp {w}"
+    assert launch(b"ingot_wmma_rc", A, B, C, D, (16, 0)) == -5  # 128-bit aligned only
+    assert launch(b"ingot_wmma_rc", A, B, C, D, (0, 32)) == -5  # lanes disagree

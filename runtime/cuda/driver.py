@@ -4,7 +4,10 @@ Load: the cubin when the GPU is the artefact's architecture, else its PTX (JIT f
 GPU); the arena, KV cache, scratch and launch words in device memory; the weights copied once,
 or on an integrated GPU (Jetson) the mapped file registered and used in place. A step copies
 its tokens and d[] = (pos, n) in, runs its launches (the decode step as a CUDA graph captured
-on first use: its words never change, only d[0]) and copies the logits back.
+on first use: its grids never change and it reads its words and d[] from device memory, so only
+d[0], or the words when another sequence slot's cache is addressed, change) and copies the
+logits back. The batched decode step (--max-batch) adds its row table to d[] (position and KV
+cache offset per row) and is captured once per batch size, each with its own words buffer.
 
 Untested on hardware (no GPU where it was written); its call sequence is checked against a
 stand-in libcuda (tests/test_cuda_driver.py).
@@ -30,6 +33,8 @@ CAPTURE_THREAD_LOCAL = 1
 HOST_REGISTER_DEVICEMAP = 0x02
 HOST_REGISTER_READ_ONLY = 0x08
 EVENT_DISABLE_TIMING = 0x02
+GRAPH_STEPS = ("decode", "batch")  # run as captured CUDA graphs (unless streaming)
+GRAPH_PER_N = ("batch",)           # a graph (and words buffer) per batch size
 
 
 def load_libcuda():
@@ -58,19 +63,23 @@ class CudaDriver:
     def __init__(self, plan, *, cubin: bytes, ptx: bytes, arch: str, weights: np.ndarray,
                  arena_bytes: int, kv_bytes: int, scratch_bytes: int, host_arena: int,
                  host_kv: int, tokens_offset: int, logits_offset: int, vocab: int,
-                 lib=None, device: int = 0, stream=None, active=None, kv_span=None):
+                 lib=None, device: int = 0, stream=None, active=None, kv_span=None,
+                 max_rows: int = 1, batch_io=None):
         """stream: a DeviceResidency (--max-memory), streaming the units it does not keep;
         active: {step: [(first, last + 1)]} launch ranges this GPU runs (a device map);
-        kv_span: (lo, hi), the bytes of the KV cache those launches use (None: all)."""
+        kv_span: (lo, hi), the bytes of the KV cache those launches use (None: all);
+        max_rows, batch_io: the batched step's most rows and its (tokens, logits) offsets."""
         self.lib = lib if lib is not None else load_libcuda()
         self.plan = plan
         self._host_arena, self._host_kv = host_arena, host_kv
         self._tok_off, self._log_off, self._vocab = tokens_offset, logits_offset, vocab
+        self._batch_io = batch_io
+        self._max_rows = max(int(max_rows), 1)
         self._allocs: list = []
         self.device_bytes = 0  # what cuMemAlloc gave this model
         self._registered = None
         self._host_regs: list = []  # registered arena and KV (integrated GPUs)
-        self._graphs: dict = {}  # (first, last + 1) launch -> (graph, exec) for decode
+        self._graphs: dict = {}  # (step, n, first, last + 1) -> (graph, exec)
         self._module = None
         self._ck("cuInit", c_uint(0))
         dev = c_int()
@@ -88,7 +97,7 @@ class CudaDriver:
         # Integrated memory (Jetson): the host arena and KV cache, registered, are the
         # device's too, so nothing is copied at a device boundary, nor tokens and logits.
         self.shared_arena = False
-        self.kv_device_bytes = kv_bytes
+        self.kv_device_bytes, self._kv_span = kv_bytes, kv_span
         if self.integrated:
             arena_dev = self._register(host_arena, arena_bytes, HOST_REGISTER_DEVICEMAP)
             kv_dev = self._register(host_kv, kv_bytes, HOST_REGISTER_DEVICEMAP) \
@@ -104,7 +113,7 @@ class CudaDriver:
             self.kv_device_bytes = hi - lo
             self.kv = self._alloc(hi - lo, zero=True) - lo
         self.scratch = self._alloc(max(scratch_bytes, 256))
-        self.d = self._alloc(16)
+        self.d = self._alloc(16 + 16 * self._max_rows)  # pos, n, then (position, KV) per row
         self._res = stream if stream is not None and stream.streaming else None
         if self.integrated and self._res is not None and not self._res.slot_bytes:
             self._res = None  # a map's share only: one memory, the file read in place
@@ -113,10 +122,13 @@ class CudaDriver:
             self._setup_streaming(weights)
         else:
             self.weights = self._upload_weights(weights)
+        # Words buffers: one per step, the batched step's one per batch size (allocated on
+        # first use), so that each captured graph keeps reading its own words.
         self._words = {name: self._alloc(8 * max(len(s.c0), 1))
-                       for name, s in plan.steps.items()}
-        self._ready: dict = {}  # step -> (n, kernel-call tuples, resolved words)
-        self._d_host = np.zeros(2, np.int64)
+                       for name, s in plan.steps.items() if name not in GRAPH_PER_N}
+        self._words_per_n: dict = {}  # (step, n) -> words buffer
+        self._ready: dict = {}  # step -> ((n, KV offset), kernel-call tuples, resolved words)
+        self._d_host = np.zeros(2 + 2 * self._max_rows, np.int64)
         self._ck("cuStreamSynchronize", self._stream)  # zeroed and uploaded before use
 
     # -- setup -------------------------------------------------------------------------------
@@ -252,14 +264,22 @@ class CudaDriver:
                     self._copy_episode(name, e + 2, self._event(2 * e + 1))
 
     # -- the step ----------------------------------------------------------------------------
-    def _prepare(self, name: str, n: int) -> list:
-        """The step's launches at n: words uploaded, kernel parameters packed."""
+    def _words_buffer(self, name: str, n: int) -> int:
+        if name not in GRAPH_PER_N:
+            return self._words[name]
+        if (name, n) not in self._words_per_n:
+            self._words_per_n[(name, n)] = self._alloc(8 * max(len(self.plan.step(name).c0), 1))
+        return self._words_per_n[(name, n)]
+
+    def _prepare(self, name: str, n: int, kv_off: int = 0) -> list:
+        """The step's launches at n over the KV cache at byte `kv_off` (a sequence slot):
+        words uploaded, kernel parameters packed."""
         have = self._ready.get(name)
-        if have is not None and have[0] == n:
+        if have is not None and have[0] == (n, kv_off):
             return have[1]
         step = self.plan.step(name)
         r = step.resolve(n, {"w": 0 if self._res else self.weights, "a": self.arena,
-                             "k": self.kv, "s": self.scratch})
+                             "k": self.kv + kv_off, "s": self.scratch})
         if self._res is not None:  # weight words: packed resident units, or a slot
             if name not in self._ss:
                 from .stream import StepStream
@@ -267,7 +287,7 @@ class CudaDriver:
                 self._ss[name] = StepStream(self._res, step, None if act is None else
                                             [i for lo, hi in act for i in range(lo, hi)])
             r.words = self._ss[name].remap(r.words, self.weights, self._slots)
-        base = self._words[name]
+        base = self._words_buffer(name, n)
         if r.words.size:  # staged before the call returns: r.words may change after
             self._to_device(base, r.words.ctypes.data, r.words.nbytes)
         calls = []
@@ -277,9 +297,9 @@ class CudaDriver:
             calls.append((self._fn[r.kernel[i]], [c_uint(int(v)) for v in r.grid[i]],
                           [c_uint(int(v)) for v in r.block[i]], c_uint(int(r.shared[i])),
                           params, args))
-        self._ready[name] = (n, calls, r)  # r.words kept while its copy may be in flight
-        if name == "decode":
-            self._drop_graph()
+        # r.words kept while its copy may be in flight. A captured graph stays valid across
+        # slots (same words buffer, same grids); the decode step's n never changes.
+        self._ready[name] = ((n, kv_off), calls, r)
         return calls
 
     def _launch_all(self, calls: list) -> None:
@@ -292,41 +312,52 @@ class CudaDriver:
             self._ck("cuGraphDestroy", graph)
         self._graphs = {}
 
-    def begin(self, name: str, n: int, pos: int, kv: int) -> None:
-        """Words ready, d[] = (pos, n) and the tokens on the device; launches follow."""
-        if kv != self._host_kv:
-            raise IngotError("the CUDA backend holds one sequence (slot 0)")
+    def begin(self, name: str, n: int, pos: int, kv: int, rows=None) -> None:
+        """Words ready, d[] = (pos, n) and the tokens on the device; launches follow. kv: the
+        host address of the sequence slot's cache; rows: the batched step's [n, 2] (position,
+        KV byte offset from `kv`) per row."""
+        kv_off = int(kv) - self._host_kv
+        if kv_off and (self._kv_span is not None or not 0 < kv_off < self.kv_device_bytes):
+            raise IngotError("the CUDA backend was given a KV cache outside its own")
         if threading.get_ident() != self._thread:  # the engine's thread, say
             self._ck("cuCtxSetCurrent", self._ctx)
             self._thread = threading.get_ident()
-        self._calls = self._prepare(name, n)
+        self._calls = self._prepare(name, n, kv_off)
+        self._n = n
         if self._res is not None:  # the first two episodes' units, into both slots
             for e in range(min(2, len(self._ss[name].episodes))):
                 self._copy_episode(name, e, None)
-        self._d_host[:] = (pos, n)
-        self._to_device(self.d, self._d_host.ctypes.data, 16)
+        self._d_host[:2] = (pos, n)
+        nd = 2
+        if rows is not None:
+            nd += 2 * n
+            self._d_host[2:nd] = np.asarray(rows, np.int64).reshape(-1)
+        self._to_device(self.d, self._d_host.ctypes.data, 8 * nd)
+        tok, self._logits = (self._batch_io if name == "batch" else
+                             (self._tok_off, self._log_off))
+        self._logit_rows = n if name == "batch" else 1
         if not self.shared_arena:
-            self._to_device(self.arena + self._tok_off, self._host_arena + self._tok_off,
-                            4 * n)
+            self._to_device(self.arena + tok, self._host_arena + tok, 4 * n)
 
     def launch_range(self, name: str, lo: int, hi: int) -> None:
-        """Launches lo..hi-1 of the step begun; the decode step's as a captured CUDA graph
-        (its words never change, only d[0]), one per range."""
+        """Launches lo..hi-1 of the step begun; the decode and batched steps' as captured CUDA
+        graphs (their grids fixed by n, words read from device memory), one per range and n."""
         calls = self._calls[lo:hi]
         if self._res is not None and self._ss[name].episodes:
             self._launch_streaming(name, lo, hi)
             return
-        if name != "decode" or not calls:
+        if name not in GRAPH_STEPS or not calls:
             self._launch_all(calls)
             return
-        if (lo, hi) not in self._graphs:
+        key = (name, self._n, lo, hi)
+        if key not in self._graphs:
             graph, exec_ = c_void_p(), c_void_p()
             self._ck("cuStreamBeginCapture_v2", self._stream, c_int(CAPTURE_THREAD_LOCAL))
             self._launch_all(calls)
             self._ck("cuStreamEndCapture", self._stream, byref(graph))
             self._ck("cuGraphInstantiateWithFlags", byref(exec_), graph, ctypes.c_ulonglong(0))
-            self._graphs[(lo, hi)] = (graph, exec_)
-        self._ck("cuGraphLaunch", self._graphs[(lo, hi)][1], self._stream)
+            self._graphs[key] = (graph, exec_)
+        self._ck("cuGraphLaunch", self._graphs[key][1], self._stream)
 
     def copy_in(self, copies, n: int) -> None:
         """Arena ranges [(offset, c0, c1)] of c0 + c1 n bytes, host -> device."""
@@ -345,13 +376,13 @@ class CudaDriver:
     def finish(self, logits: bool = True) -> None:
         """The logits back (when the head ran here) and the stream drained."""
         if logits and not self.shared_arena:
-            self._ck("cuMemcpyDtoHAsync_v2", c_void_p(self._host_arena + self._log_off),
-                     c_uint64(self.arena + self._log_off), c_size_t(4 * self._vocab),
-                     self._stream)
+            self._ck("cuMemcpyDtoHAsync_v2", c_void_p(self._host_arena + self._logits),
+                     c_uint64(self.arena + self._logits),
+                     c_size_t(4 * self._vocab * self._logit_rows), self._stream)
         self._ck("cuStreamSynchronize", self._stream)
 
-    def step(self, name: str, n: int, pos: int, kv: int) -> None:
-        self.begin(name, n, pos, kv)
+    def step(self, name: str, n: int, pos: int, kv: int, rows=None) -> None:
+        self.begin(name, n, pos, kv, rows)
         self.launch_range(name, 0, len(self._calls))
         self.finish()
 

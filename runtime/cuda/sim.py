@@ -18,7 +18,7 @@ class SimBackend:
     "device" buffers, so tokens and logits need no copies."""
 
     def __init__(self, plan, path=None, *, weights: int, arena: int, kv: int,
-                 scratch_bytes: int):
+                 scratch_bytes: int, max_rows: int = 1):
         path = path or os.environ.get(ENV)
         if not path:
             raise IngotError(f"the CUDA simulator needs its harness library: set {ENV}")
@@ -39,10 +39,12 @@ class SimBackend:
                        "s": self._scratch.ctypes.data + (-self._scratch.ctypes.data) % 256}
         self._kv = kv
         self._resolved: dict = {}
-        self._d = np.zeros(2, np.int64)  # d[0] = pos, d[1] = n
+        # d[0] = pos, d[1] = n, then the batched step's row table (position, KV offset) pairs
+        self._d = np.zeros(2 + 2 * max(int(max_rows), 1), np.int64)
 
-    def begin(self, name: str, n: int, pos: int, kv: int) -> None:
-        """A step's words resolved and d[] set; launch_range then runs parts of it."""
+    def begin(self, name: str, n: int, pos: int, kv: int, rows=None) -> None:
+        """A step's words resolved and d[] set; launch_range then runs parts of it. rows: the
+        batched step's [n, 2] (position, KV byte offset from `kv`) per row."""
         key = (name, n, kv)
         r = self._resolved.get(key)
         if r is None:
@@ -50,7 +52,9 @@ class SimBackend:
             self._resolved = {key: r, **{k: v for k, v in self._resolved.items()
                                          if k[0] != name}}  # one n per step kept
         self._r = r
-        self._d[:] = (pos, n)
+        self._d[:2] = (pos, n)
+        if rows is not None:
+            self._d[2:2 + 2 * n] = np.asarray(rows, np.int64).reshape(-1)
 
     def launch_range(self, name: str, lo: int, hi: int) -> None:
         r = self._r
@@ -73,8 +77,8 @@ class SimBackend:
     def finish(self, logits: bool = True) -> None:
         pass
 
-    def step(self, name: str, n: int, pos: int, kv: int) -> None:
-        self.begin(name, n, pos, kv)
+    def step(self, name: str, n: int, pos: int, kv: int, rows=None) -> None:
+        self.begin(name, n, pos, kv, rows)
         self.launch_range(name, 0, len(self._r.kernel))
 
     def close(self) -> None:

@@ -1,8 +1,13 @@
 """The step runner of a CUDA artefact: the role runtime/native.py's ThreadTeam has for CPU
 code (`run(step, wb, ab, kb, n, pos)`), over the GPU driver or the simulator, and with a
-device map over both the GPU and the artefact's per-segment CPU code."""
+device map over both the GPU and the artefact's per-segment CPU code.
+
+The batched decode step (--max-batch) takes its row table as the CPU's does: `pos` is the
+address of int32 positions[max_batch] then slots[max_batch] (runtime/model.py); the backends
+get it as (position, KV byte offset) per row."""
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -24,9 +29,8 @@ class CudaSteps:
         default the simulator when INGOT_CUDA_SIM is set, else the GPU. device_map: a
         DeviceMap (None: every layer on the GPU); cpu_team() makes the ThreadTeam that runs
         the CPU segments. max_memory: the device budget (weights beyond it are streamed)."""
-        if int(plan.get("max_batch", 1)) != 1:
-            raise IngotError(f"{art.path}: CUDA artefacts run one sequence (max_batch 1)")
         self._plan = plan
+        self.max_batch = int(plan.get("max_batch", 1))
         doc = art.json("cuda_launches")
         self.launches = LaunchPlan(doc)
         self.mapping = None
@@ -35,6 +39,10 @@ class CudaSteps:
             self.mapping = Mapping(plan, doc, device_map, art.path)
             if not self.mapping.uses_cpu:
                 self.mapping = None if self.mapping.ordinal == 0 else self.mapping
+            elif self.max_batch > 1:
+                raise IngotError(f"{art.path}: layers on the CPU (-n) are not supported with "
+                                 f"--max-batch {self.max_batch} on CUDA; map every layer to "
+                                 f"the GPU or recompile with --max-batch 1")
         self.backend = self._cpu = None
         self.resident = [True] * len(plan.get("units", []))
         if self.mapping is not None and self.mapping.uses_cpu:
@@ -77,12 +85,17 @@ class CudaSteps:
                 span = kv_span(self.launches, active, int(plan["state_bytes"]))
             stream = plan_device_residency(plan, max_memory, art.path, needed,
                                            kv_bytes=None if span is None else span[1] - span[0])
+            if stream.streaming and self.max_batch > 1:
+                raise IngotError(f"{art.path}: this --max-memory budget streams weights, "
+                                 f"which --max-batch {self.max_batch} does not support on CUDA "
+                                 f"yet; give a budget that holds the whole model")
             # Streamed: read by the GPU but not kept there (a CPU layer's unit is neither).
             self.resident = [r or i not in needed for i, r in enumerate(stream.resident)]
         if backend == "sim":  # host memory: a budget only checks that it is large enough
             from .sim import SimBackend
             self.backend = SimBackend(self.launches, sim, weights=wb, arena=arena.ctypes.data,
-                                      kv=kv.ctypes.data, scratch_bytes=scratch)
+                                      kv=kv.ctypes.data, scratch_bytes=scratch,
+                                      max_rows=self.max_batch)
         elif backend == "gpu":
             from .driver import CudaDriver
             self.backend = CudaDriver(
@@ -93,7 +106,9 @@ class CudaSteps:
                 tokens_offset=plan["tokens_offset"], logits_offset=plan["logits_offset"],
                 vocab=plan["vocab_size"], lib=lib,
                 device=self.mapping.ordinal if self.mapping else 0, stream=stream,
-                active=self._gpu_ranges())
+                active=self._gpu_ranges(), max_rows=self.max_batch,
+                batch_io=(plan["batch_tokens_offset"], plan["batch_logits_offset"])
+                if self.max_batch > 1 else None)
         else:
             raise IngotError(f"unknown CUDA backend '{backend}' (use gpu or sim)")
         self.name = backend
@@ -107,8 +122,8 @@ class CudaSteps:
         if hasattr(self.backend, "device_bytes"):
             return int(self.backend.device_bytes)
         p = self._plan
-        return int(p["arena_bytes"] + p["state_bytes"] + p["cuda_scratch_bytes"]
-                   + p["weights_bytes"])
+        return int(p["arena_bytes"] + p["state_bytes"] * self.max_batch
+                   + p["cuda_scratch_bytes"] + p["weights_bytes"])
 
     def _gpu_ranges(self):
         """{step: [(first, last + 1)]}: the launches a device map leaves on the GPU."""
@@ -117,14 +132,25 @@ class CudaSteps:
         runs = [r for r in self.mapping.runs if r.device == "cuda"]
         return {step: [r.launches[step] for r in runs] for step in runs[0].launches}
 
+    def _rows(self, table: int, n: int) -> np.ndarray:
+        """The batched step's row table at address `table` as [n, 2] (position, KV byte
+        offset of the row's sequence slot)."""
+        t = np.frombuffer((ctypes.c_int32 * (2 * self.max_batch)).from_address(table),
+                          np.int32)
+        slots = t[self.max_batch:self.max_batch + n].astype(np.int64)
+        return np.stack([t[:n].astype(np.int64), slots * int(self._plan["state_bytes"])], 1)
+
     def run(self, step: str, wb: int, ab: int, kb: int, n: int, pos: int) -> None:
         n, pos = int(n), int(pos)
+        rows = None
+        if step == "batch":  # `pos` is the row table's address; the kernels read d[] instead
+            rows, pos = self._rows(pos, n), 0
         if self.mapping is None:
-            self.backend.step(step, n, pos, int(kb))
+            self.backend.step(step, n, pos, int(kb), rows)
             return
         gpu = self.backend
         if gpu is not None:
-            gpu.begin(step, n, pos, int(kb))
+            gpu.begin(step, n, pos, int(kb), rows)
         for run in self.mapping.runs:
             if run.device == "cpu":
                 if gpu is not None:  # the GPU's outputs this run reads, on the host

@@ -42,9 +42,10 @@ class DeviceResidency:
 
 def fixed_device_bytes(plan: dict, kv_bytes=None) -> int:
     """Device bytes besides the streamable units: arena, KV cache (`kv_bytes`: a device map's
-    share; None: all of it), scratch and the weights outside any unit."""
+    share; None: all of it, every sequence slot's), scratch and the weights outside any unit."""
     units = sum(u["bytes"] for u in plan.get("units", []))
-    kv = int(plan["state_bytes"]) if kv_bytes is None else int(kv_bytes)
+    kv = int(plan["state_bytes"]) * int(plan.get("max_batch", 1)) if kv_bytes is None \
+        else int(kv_bytes)
     return (int(plan["arena_bytes"]) + kv
             + int(plan.get("cuda_scratch_bytes", 0)) + int(plan["weights_bytes"]) - units)
 

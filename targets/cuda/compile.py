@@ -1,5 +1,6 @@
-"""CUDA code for a planned graph: the launch lists of the prefill and decode steps, the kernel
-source, and its PTX and cubin, as artefact sections.
+"""CUDA code for a planned graph: the launch lists of the prefill and decode steps (and, with
+--max-batch, the batched decode step's), the kernel source, and its PTX and cubin, as artefact
+sections.
 
 The addresses are the CPU path's: the same arena plan, weight offsets and KV state offsets,
 each a Word relative to a base the runtime fills in (weights, arena, KV, scratch) plus a
@@ -22,13 +23,15 @@ MAX_GRID_YZ = 65535
 
 class Ctx:
     """The renderers' view of the plan (kernel_table.Ctx). `fixed_n` is 1 for the decode step
-    and None for prefill (n up to `max_tokens`), for renderers that pick kernels by step."""
+    and None for prefill (n up to `max_tokens`), for renderers that pick kernels by step;
+    `batch` marks the batched decode step (n rows of n sequences, up to `max_tokens`)."""
 
-    def __init__(self, plan, weight_offsets, state_offsets, max_tokens, fixed_n=None):
+    def __init__(self, plan, weight_offsets, state_offsets, max_tokens, fixed_n=None,
+                 batch=False):
         from .kernel_table import Word
         self._word = Word
         self.plan, self.wo, self.so = plan, weight_offsets, state_offsets
-        self.max_tokens, self.fixed_n = max_tokens, fixed_n
+        self.max_tokens, self.fixed_n, self.batch = max_tokens, fixed_n, batch
 
     def act(self, t):
         if t.kind == "state":
@@ -72,10 +75,10 @@ def _check(launch, n_max: int, fixed_n) -> None:
 
 
 def render_launches(graph, plan, weight_offsets, state_offsets, max_tokens: int,
-                    fixed_n=None, nodes=None) -> list:
+                    fixed_n=None, nodes=None, batch=False) -> list:
     """The step's launches in order; `nodes`, if a list, gets each launch's node index."""
     from .kernel_table import RENDERERS
-    ctx = Ctx(plan, weight_offsets, state_offsets, max_tokens, fixed_n)
+    ctx = Ctx(plan, weight_offsets, state_offsets, max_tokens, fixed_n, batch)
     out = []
     for i, node in enumerate(graph.nodes):
         render = RENDERERS.get(node.op)
@@ -107,9 +110,11 @@ def encode_launches(steps: dict, nodes: dict | None = None) -> dict:
 
 
 def cuda_sections(graph, plan, weight_offsets, state_offsets, chunk: int, target,
-                  workdir=None, cpu_target=None) -> tuple[dict, dict]:
+                  workdir=None, cpu_target=None, batch=None) -> tuple[dict, dict]:
     """(artefact sections, plan entries) for a CUDA target; with `cpu_target` (a CPU target
-    object) also the per-segment host code ("code") that device maps run layers on."""
+    object) also the per-segment host code ("code") that device maps run layers on; with
+    `batch` = (batch graph, its plan, max rows) the batched decode step's launches too (the
+    batch graph is the step graph node for node, so launch nodes index both alike)."""
     from .host_code import host_code, segment_plan
     from .kernel_table import kernel_source, scratch_bytes
     from .nvcc import build
@@ -118,6 +123,12 @@ def cuda_sections(graph, plan, weight_offsets, state_offsets, chunk: int, target
                                         nodes=nodes["prefill"]),
              "decode": render_launches(graph, plan, weight_offsets, state_offsets, chunk,
                                        fixed_n=1, nodes=nodes["decode"])}
+    rows = 1
+    if batch is not None:
+        bgraph, bplan, rows = batch
+        nodes["batch"] = []
+        steps["batch"] = render_launches(bgraph, bplan, weight_offsets, state_offsets, rows,
+                                         nodes=nodes["batch"], batch=True)
     launches = encode_launches(steps, nodes)
     n_layers = int(graph.meta.get("n_layers") or 0) or _count_layers(graph)
     segs = segment_plan(graph, plan, n_layers)
@@ -130,7 +141,7 @@ def cuda_sections(graph, plan, weight_offsets, state_offsets, chunk: int, target
         "cuda_cubin": cubin,
     }
     extra = {"device": "cuda", "cuda_arch": target.arch,
-             "cuda_scratch_bytes": (int(scratch_bytes(graph, chunk)) + 255) // 256 * 256,
+             "cuda_scratch_bytes": (int(scratch_bytes(graph, chunk, rows)) + 255) // 256 * 256,
              "cuda_launch_counts": {k: len(v) for k, v in steps.items()}, **segs}
     if cpu_target is None:
         extra["scratch_bytes_per_thread"] = 0  # no CPU code: no CPU scratch

@@ -3,10 +3,12 @@
 Each block type (quant/registry.py names; ggml's layouts, as targets/cpu/quant_kernels.py
 reads them) becomes a struct with one decoder: `slice(b, s, q0, q1, d, m)` gives the 8 values
 8s..8s+7 of the block at `b` as int8 codes (q0: values 0..3, q1: 4..7, byte k = value k) with
-value = d * code + m. Slices of 8 never straddle a sub-block's scale, so every type fits this
-one shape, and the same codes feed the float kernels (codes to float, one FMA per slice) and
-the dp4a kernels (codes times 8-bit activations). `A` is the block's alignment in bytes
-(gcd(bytes per block, 16); rows start 64-aligned in the weights section).
+value = d * code + m. Slices of 8 never straddle a sub-block's scale (nor do aligned 16s, which
+the tensor-core kernel takes with one d, m: sub-blocks are 16 values or more), so every type
+fits this one shape, and the same codes feed the float kernels (codes to float, one FMA per
+slice) and the integer-dot kernels (codes times 8-bit activations: dp4a, WMMA). `A` is the
+block's alignment in bytes (gcd(bytes per block, 16); rows start 64-aligned in the weights
+section).
 """
 from __future__ import annotations
 

@@ -51,8 +51,9 @@ class Ctx(Protocol):
     def state(self, t) -> Word: ...
 
 
-# Block types whose matrices take 8-bit activations and dp4a (the CPU's q8 kernels' set; the
-# codebook types keep float activations there too, so both targets round alike).
+# Block types whose matrices take 8-bit activations and integer dots (dp4a, WMMA): the CPU's
+# q8 kernels' set (the codebook types keep float activations there too, so both targets round
+# alike).
 Q8_FORMATS = tuple(f for f in FORMATS if f not in ("iq4_nl", "mxfp4"))
 LIN_WARPS, LIN_TILE, TQ_TILE, ATT_MAX_D = 4, 8, 64, 512  # as cu/matrix.cu, cu/attention.cu
 ATT_WARPS = {"decode": 8, "prefill": 4}  # per (token, head): a lone token's keys split 8 ways
@@ -66,13 +67,14 @@ def q8_row(k: int) -> int:
     return (k + k // 8 + 15) // 16 * 16
 
 
-def scratch_bytes(graph, max_tokens: int) -> int:
+def scratch_bytes(graph, max_tokens: int, decode_rows: int = 1) -> int:
     """Global scratch, used by one node at a time: the largest step's 8-bit activation rows,
-    or a decode step's split attention partials."""
+    or the split attention partials of a decode step's `decode_rows` rows (the batched step's
+    rows split too)."""
     need = [max_tokens * q8_row(n.weights["w"].shape[1]) for n in graph.nodes
             if n.op is Op.LINEAR and n.weights["w"].dtype in Q8_FORMATS]
-    need += [4 * n.attrs["n_heads"] * attention_splits(n.attrs) * (n.attrs["head_dim"] + 2)
-             for n in graph.nodes if n.op is Op.ATTENTION]
+    need += [4 * decode_rows * n.attrs["n_heads"] * attention_splits(n.attrs)
+             * (n.attrs["head_dim"] + 2) for n in graph.nodes if n.op is Op.ATTENTION]
     return max(need, default=0)
 
 
@@ -84,6 +86,18 @@ def _rows(t: Tensor) -> Word:
 
 def _rows_dim(t: Tensor, div: int = 1) -> Dim:
     return Dim(0, 1, div) if t.rows == "T" else Dim(int(t.rows), 0, div)
+
+
+def _per_row(c) -> bool:
+    """Each row is one token of its own sequence's decode (the decode and batched steps): the
+    single-row kernels (a warp a matrix row, attention split 8 warps and across blocks)."""
+    return getattr(c, "fixed_n", None) == 1 or getattr(c, "batch", False)
+
+
+def _placed(c) -> str:
+    """The kernel name suffix of the batched step's variants that read each row's position
+    and KV slot from the row table (source.py ROW_VARIANTS)."""
+    return "_rows" if getattr(c, "batch", False) else ""
 
 
 def _i(v) -> Word:
@@ -129,16 +143,17 @@ def _whole_blocks(w, k: int) -> None:
 
 
 def _linear(c, n):
-    # Prefill over the step's tokens takes the tiled kernel; decode, and the one row of logits,
-    # the warp-per-row kernel.
-    tiled = getattr(c, "fixed_n", None) != 1 and n.inputs[0].rows == "T"
+    # Prefill over the step's tokens takes the tiled kernel; decode, the batched step's few
+    # rows and the one row of logits, the warp-per-row kernel.
+    tiled = not _per_row(c) and n.inputs[0].rows == "T"
     return linear_launches(c, n, n.weights["w"].dtype in Q8_FORMATS, tiled)
 
 
-def linear_launches(c, n, q8: bool, tiled: bool = False) -> list:
+def linear_launches(c, n, q8: bool, tiled: bool = False, mma: bool = True) -> list:
     """A LINEAR node's launches: with q8 (block types only), quantize the activations to 8 bits
-    into scratch, then a dp4a kernel; else a float kernel. Tiled: 64 rows x 64 tokens a block
-    (prefill); else a warp a row (decode, single rows)."""
+    into scratch, then an integer-dot kernel; else a float kernel. Tiled: 64 rows x 64 tokens a
+    block (prefill), with q8 on int8 tensor cores (WMMA) unless not mma (then dp4a); else a
+    warp a row (decode, single rows: dp4a)."""
     x, y, w = n.inputs[0], n.outputs[0], n.weights["w"]
     N, K = w.shape
     args = (c.act(x), _i(x.row_stride), _rows(x), _i(K), c.weight(w), _i(N),
@@ -151,8 +166,9 @@ def linear_launches(c, n, q8: bool, tiled: bool = False) -> list:
         quant = _launch("ingot_quantize_q8", (c.act(x), _i(x.row_stride), _rows(x), _i(K), q),
                         (Dim(K, 0, 256), _rows_dim(x)), 256)
         if tiled:
-            return [quant, _launch(f"ingot_linear_q8t_{w.dtype}", args + (q,),
-                                   (Dim(N, 0, TQ_TILE), _rows_dim(x, TQ_TILE)), 256)]
+            kernel = f"ingot_linear_q8{'m' if mma else 't'}_{w.dtype}"
+            return [quant, _launch(kernel, args + (q,), (Dim(N, 0, TQ_TILE), _rows_dim(x, TQ_TILE)),
+                                   256)]
         return [quant, _launch(f"ingot_linear_q8_{w.dtype}", args + (q,), grid, 32 * LIN_WARPS)]
     if (w.dtype in FLOATS or w.dtype in FORMATS) and tiled:
         return [_launch(f"ingot_linear_t_{w.dtype}", args,
@@ -199,7 +215,7 @@ def _rope(c, n):
     args = (c.act(x), _i(x.row_stride), _rows(x), _i(a["n_heads"]), _i(a["head_dim"]),
             _i(a["rot_dim"]), _i(bool(a["neox"])), c.weight(n.weights["cos"]),
             c.weight(n.weights["sin"]), c.act(y))
-    return [_launch("ingot_rope", args, (Dim(a["n_heads"]), _rows_dim(x)), 64)]
+    return [_launch(f"ingot_rope{_placed(c)}", args, (Dim(a["n_heads"]), _rows_dim(x)), 64)]
 
 
 def attention_splits(attrs) -> int:
@@ -221,7 +237,7 @@ def _attention(c, n):
         raise IngotError(f"CUDA attention: head_dim {D} (at most {ATT_MAX_D}) and {H} heads "
                          f"over {KVH} kv heads are not supported")
     row_bytes, soff = kv_row_layout(dt, KVH, D)
-    decode = getattr(c, "fixed_n", None) == 1
+    decode, sfx = _per_row(c), _placed(c)
     warps = ATT_WARPS["decode" if decode else "prefill"]
     cache = (_i(int(a["ring"])), _i(row_bytes), _i(soff))
     store = (c.act(k), _i(k.row_stride), c.act(v), _i(v.row_stride), _rows(q), _i(KVH), _i(D),
@@ -229,15 +245,15 @@ def _attention(c, n):
     attend = (c.act(q), _i(q.row_stride), _rows(q), _i(H), _i(KVH), _i(D), c.state(kcs),
               c.state(vcs)) + cache + (_f(a["scale"]), _i(a["window"] or 0),
                                        _f(a["softcap"] or 0.0), c.act(n.outputs[0]))
-    launches = [_launch(f"ingot_kv_store_{dt}", store, (Dim(KVH), _rows_dim(q)), 32)]
+    launches = [_launch(f"ingot_kv_store{sfx}_{dt}", store, (Dim(KVH), _rows_dim(q)), 32)]
     S = attention_splits(a) if decode else 1
     if S == 1:
-        return launches + [_launch(f"ingot_attention_{dt}", attend, (Dim(H), _rows_dim(q)),
+        return launches + [_launch(f"ingot_attention{sfx}_{dt}", attend, (Dim(H), _rows_dim(q)),
                                    32 * warps)]
     part = Word("s", 0)  # S partial results per (token, head): max, sum, D values
     merge = (part, _rows(q), _i(H), _i(D), _i(S), c.act(n.outputs[0]))
     return launches + [
-        _launch(f"ingot_attention_split_{dt}", attend + (part, _i(S)),
+        _launch(f"ingot_attention_split{sfx}_{dt}", attend + (part, _i(S)),
                 (Dim(H), _rows_dim(q), Dim(S)), 32 * warps),
         _launch("ingot_attention_merge", merge, (Dim(H), _rows_dim(q)), 128)]
 

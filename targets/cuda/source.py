@@ -10,7 +10,10 @@ from .formats import FORMATS, formats_source
 FLOATS = {"f32": "LdF32", "f16": "LdF16", "bf16": "LdBF16"}  # weight loaders (cu/common.cuh)
 KV = {"f32": "KvF32", "f16": "KvF16", "q8_0": "KvQ8"}  # KV cache types (cu/attention.cu)
 FIXED = ("ingot_rmsnorm", "ingot_add_rmsnorm", "ingot_layernorm", "ingot_act", "ingot_mul_act",
-         "ingot_add", "ingot_scale", "ingot_rope", "ingot_quantize_q8", "ingot_attention_merge")
+         "ingot_add", "ingot_scale", "ingot_quantize_q8", "ingot_attention_merge")
+# Kernels that place rows by position and KV slot, each in two variants of one template: one
+# sequence (positions d[0] + t) and "_rows", the batched decode step's (a row table in d).
+ROW_VARIANTS = (("", "false"), ("_rows", "true"))
 
 
 def _lin(name: str, body: str, T: str) -> str:
@@ -34,15 +37,19 @@ def _entries() -> dict:
         e[f"ingot_linear_{q}"] = _lin(f"ingot_linear_{q}", "lin_warp", f"BlockRows<Q_{q}>")
         e[f"ingot_linear_q8_{q}"] = _lin(f"ingot_linear_q8_{q}", "lin_q8_tile", f"Q_{q}")
         e[f"ingot_linear_q8t_{q}"] = ext.format(f"ingot_linear_q8t_{q}", f"lin_q8_tiled<Q_{q}>")
+        e[f"ingot_linear_q8m_{q}"] = ext.format(f"ingot_linear_q8m_{q}", f"lin_q8_wmma<Q_{q}>")
         e[f"ingot_linear_t_{q}"] = ext.format(f"ingot_linear_t_{q}",
                                               f"lin_float_tiled<BlockRows<Q_{q}> >")
-    for t, kv in KV.items():
-        e[f"ingot_kv_store_{t}"] = ext.format(f"ingot_kv_store_{t}", f"kv_store<{kv}>")
-        e[f"ingot_attention_{t}"] = (f'extern "C" __global__ void ingot_attention_{t}(KARGS) '
-                                     f'{{ attention<{kv}>(a, d, 1); }}')
-        e[f"ingot_attention_split_{t}"] = (
-            f'extern "C" __global__ void ingot_attention_split_{t}(KARGS) '
-            f'{{ attention<{kv}>(a, d, a[16]); }}')
+    call = 'extern "C" __global__ void {}(KARGS) {{ {}; }}'
+    for sfx, rows in ROW_VARIANTS:
+        e[f"ingot_rope{sfx}"] = ext.format(f"ingot_rope{sfx}", f"rope<{rows}>")
+        for t, kv in KV.items():
+            e[f"ingot_kv_store{sfx}_{t}"] = ext.format(f"ingot_kv_store{sfx}_{t}",
+                                                       f"kv_store<{kv}, {rows}>")
+            e[f"ingot_attention{sfx}_{t}"] = call.format(f"ingot_attention{sfx}_{t}",
+                                                         f"attention<{kv}, {rows}>(a, d, 1)")
+            e[f"ingot_attention_split{sfx}_{t}"] = call.format(
+                f"ingot_attention_split{sfx}_{t}", f"attention<{kv}, {rows}>(a, d, a[16])")
     return e
 
 

@@ -35,10 +35,11 @@ struct KvQ8 {
 };
 
 // KV_STORE: k, ks, v, vs, rows, KV, D, kc, vc, ring, row_bytes, soff; grid (KV, rows), one
-// warp: 32-blocks of the head in turn (the block's max |x| for q8_0).
-template <class F> __device__ void kv_store(KARGS) {
-    const i64 h = blockIdx.x, t = blockIdx.y, D = a[6], p = d[0] + t;
-    const i64 o = (p % a[9]) * a[10];
+// warp: 32-blocks of the head in turn (the block's max |x| for q8_0). ROWS: each row into its
+// own sequence's cache, at its own position (common.cuh row_pos, row_kv).
+template <class F, bool ROWS> __device__ void kv_store(KARGS) {
+    const i64 h = blockIdx.x, t = blockIdx.y, D = a[6], p = row_pos<ROWS>(d, t);
+    const i64 o = row_kv<ROWS>(d, t) + (p % a[9]) * a[10];
     for (int which = 0; which < 2; which++) {
         const float *x = AFP(which ? 2 : 0) + t * a[which ? 3 : 1] + h * D;
         u8 *row = (u8 *)a[which ? 8 : 7] + o;
@@ -55,18 +56,20 @@ template <class F> __device__ void kv_store(KARGS) {
 // grid (H, rows), W warps (W <= 8: more for decode's long contexts, fewer for prefill's many
 // short ones). Query t at position pos + t attends keys max(0, p - window + 1)..p; warp w
 // takes keys w, w + W, ... with an online softmax (lane l holds dims l, l + 32, ...), then the
-// warps' partial sums are merged. GQA: head h reads kv head h / (H / KV).
+// warps' partial sums are merged. GQA: head h reads kv head h / (H / KV). ROWS: query t of
+// its own sequence, at its own position (common.cuh row_pos, row_kv).
 #define ATT_MAX_WARPS 8
 #define ATT_MAX_D 512
 // The warps' partial results: max, sum, and weighted values (s_acc[w * ATT_MAX_D + dim]).
 struct AttShared { float m[ATT_MAX_WARPS], l[ATT_MAX_WARPS], acc[ATT_MAX_WARPS * ATT_MAX_D]; };
 
-template <class F, int DL> __device__ void attend(KARGS, AttShared &sh, i64 S) {
+template <class F, int DL, bool ROWS> __device__ void attend(KARGS, AttShared &sh, i64 S) {
     float *s_m = sh.m, *s_l = sh.l, *s_acc = sh.acc;
     const i64 H = a[3], KV = a[4], D = a[5], h = blockIdx.x, t = blockIdx.y, g = h / (H / KV);
-    const i64 ring = a[8], rb = a[9], soff = a[10], window = a[12], p = d[0] + t;
+    const i64 ring = a[8], rb = a[9], soff = a[10], window = a[12], p = row_pos<ROWS>(d, t);
     const float scale = AF(11), cap = AF(13);
-    const u8 *kc = (const u8 *)a[6], *vc = (const u8 *)a[7];
+    const i64 slot = row_kv<ROWS>(d, t);
+    const u8 *kc = (const u8 *)a[6] + slot, *vc = (const u8 *)a[7] + slot;
     const i64 start = (window > 0 && p - window + 1 > 0) ? p - window + 1 : 0, L = p + 1 - start;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, W = blockDim.x >> 5;
     const float *q = AFP(0) + t * a[1] + h * D;
@@ -130,13 +133,13 @@ template <class F, int DL> __device__ void attend(KARGS, AttShared &sh, i64 S) {
 // S = 1: the whole softmax in one block per (token, head); S > 1 (decode over long contexts:
 // grid z = S, args + partials' address, S): each block a contiguous S-th of the keys, merged
 // by ingot_attention_merge.
-template <class F> __device__ void attention(KARGS, i64 S) {
+template <class F, bool ROWS> __device__ void attention(KARGS, i64 S) {
     __shared__ AttShared sh;  // one copy for the kernel, whichever variant runs
     const i64 D = a[5];  // registers per lane for the head's dims
-    if (D <= 64) attend<F, 2>(a, d, sh, S);
-    else if (D <= 128) attend<F, 4>(a, d, sh, S);
-    else if (D <= 256) attend<F, 8>(a, d, sh, S);
-    else attend<F, 16>(a, d, sh, S);
+    if (D <= 64) attend<F, 2, ROWS>(a, d, sh, S);
+    else if (D <= 128) attend<F, 4, ROWS>(a, d, sh, S);
+    else if (D <= 256) attend<F, 8, ROWS>(a, d, sh, S);
+    else attend<F, 16, ROWS>(a, d, sh, S);
 }
 
 // ATTENTION_MERGE: part, rows, H, D, S, out; grid (H, rows): the S partial results of each

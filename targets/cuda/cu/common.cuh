@@ -1,8 +1,11 @@
 // Shared device helpers for every Ingot kernel. Kernels take their arguments as 64-bit words:
 // a[i] an address or an integer, or a float32's bits in the low 32 bits (AF); d[0] = pos (the
-// step's first position), d[1] = n (tokens in the step).
+// step's first position), d[1] = n (tokens in the step). The batched decode step (several
+// sequences, one token each) adds its row table: d[2 + 2t] = row t's position, d[3 + 2t] = the
+// byte offset of its sequence's KV cache from slot 0's (the step's state words).
 #ifndef INGOT_SIM
 #include <cuda_fp16.h>
+#include <mma.h>  // WMMA (the simulator's: sim/shim.h)
 #endif
 
 typedef long long i64;
@@ -15,6 +18,15 @@ typedef unsigned short u16;
 #define AFP(i) ((const float *)a[i])
 #define AOUT(i) ((float *)a[i])
 #define FULL 0xffffffffu
+
+// Row t's position and KV cache offset: one sequence's consecutive positions from d[0] in the
+// cache the words name, or with ROWS (the batched step's kernels) from the row table.
+template <bool ROWS> __device__ __forceinline__ i64 row_pos(const i64 *d, i64 t) {
+    return ROWS ? d[2 + 2 * t] : d[0] + t;
+}
+template <bool ROWS> __device__ __forceinline__ i64 row_kv(const i64 *d, i64 t) {
+    return ROWS ? d[3 + 2 * t] : 0;
+}
 
 __device__ __forceinline__ float h2f(u16 h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ u16 f2h(float x) { return __half_as_ushort(__float2half_rn(x)); }

@@ -111,6 +111,20 @@ template <class F, int NT> __device__ void lin_q8_tile(KARGS) {
     }
 }
 
+// A 64 x 64 tile's epilogue: this thread's 4 rows x 4 tokens from (r0 + ri, t0 + tj), plus
+// the bias, where inside the matrix and the step's tokens.
+__device__ __forceinline__ void store_tile4(KARGS, const float (&acc)[4][4], i64 r0, i64 t0,
+                                            int ri, int tj) {
+    const i64 N = a[5], n = a[2];
+    for (int i = 0; i < 4; i++) {
+        const i64 r = r0 + ri + i;
+        if (r >= N) continue;
+        const float bias = a[6] ? AFP(6)[r] : 0.0f;
+        for (int j = 0; j < 4; j++)
+            if (t0 + tj + j < n) AOUT(7)[(t0 + tj + j) * N + r] = acc[i][j] + bias;
+    }
+}
+
 // Prefill, block types, 8-bit activations: a block of 256 threads computes a tile of 64 rows
 // x 64 tokens (each thread 4 rows x 4 tokens), one 32-value activation block at a time: the
 // tile's weight slices are decoded once into shared memory (codes, d, m) with the tokens'
@@ -166,13 +180,75 @@ template <class F> __device__ void lin_q8_tiled(KARGS) {
             for (int j = 0; j < 4; j++) acc[i][j] += xd[tj + j] * part[i][j];
         __syncthreads();
     }
-    for (int i = 0; i < 4; i++) {
-        const i64 r = r0 + ri + i;
-        if (r >= N) continue;
-        const float bias = a[6] ? AFP(6)[r] : 0.0f;
-        for (int j = 0; j < 4; j++)
-            if (t0 + tj + j < n) AOUT(7)[(t0 + tj + j) * N + r] = acc[i][j] + bias;
+    store_tile4(a, d, acc, r0, t0, ri, tj);
+}
+
+// The same tiles on int8 tensor cores (WMMA, sm_72+): a 32-block's codes as two halves of 16
+// values, each one k = 16 product (every format's sub-blocks are 16 values or more, so one
+// (d, m) per half: the even slice's). Warp w multiplies the 16 rows from 16 (w / 2) by 32
+// tokens from 32 (w % 2); the exact int32 dots go through shared memory to the float algebra
+// of lin_q8_tiled. Codes stored [half][row or token][16 bytes]: every 16 x 16 operand tile
+// starts 256-bit aligned, as WMMA requires.
+#define TQ_DLD (TQ_TOKS + 4)  // the dots' row stride (whole 16 bytes; rows 4 banks apart)
+template <class F> __device__ void lin_q8_wmma(KARGS) {
+    using namespace nvcuda;
+    __shared__ __align__(32) unsigned wq[2][TQ_ROWS][4], xq[2][TQ_TOKS][4];
+    __shared__ __align__(32) int dot[2][TQ_ROWS][TQ_DLD];
+    __shared__ float wd[2][TQ_ROWS], wm[2][TQ_ROWS], xs[4][TQ_TOKS], xd[TQ_TOKS];
+    const i64 K = a[3], N = a[5], n = a[2], qr = q8_row(K), rb = K / F::BS * F::BB;
+    const i64 r0 = (i64)blockIdx.x * TQ_ROWS, t0 = (i64)blockIdx.y * TQ_TOKS;
+    const int tid = threadIdx.x, ld_i = tid >> 2, ld_s = tid & 3, h = ld_s >> 1, o = (ld_s & 1) * 2;
+    const int ri = (tid >> 4) * 4, tj = (tid & 15) * 4;
+    const int mr = (tid >> 6) * 16, mt = ((tid >> 5) & 1) * 32;  // this warp's products
+    const u8 *w = (const u8 *)a[4], *x = (const u8 *)a[8];
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, wmma::col_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, int> fc;
+    float acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+    for (i64 kb = 0; kb < K / 32; kb++) {
+        const i64 s = kb * 4 + ld_s;
+        unsigned q0 = 0, q1 = 0;
+        float dd = 0.0f, mm = 0.0f;
+        if (r0 + ld_i < N)
+            F::slice(w + (r0 + ld_i) * rb + (s / (F::BS / 8)) * F::BB, (int)(s % (F::BS / 8)),
+                     q0, q1, dd, mm);
+        wq[h][ld_i][o] = q0; wq[h][ld_i][o + 1] = q1;
+        if (o == 0) { wd[h][ld_i] = dd; wm[h][ld_i] = mm; }
+        int a0 = 0, a1 = 0;
+        float dx = 0.0f;
+        if (t0 + ld_i < n) {
+            const u8 *c = x + (t0 + ld_i) * qr;
+            a0 = *(const int *)(c + 8 * s);
+            a1 = *(const int *)(c + 8 * s + 4);
+            dx = ((const float *)(c + K))[kb];
+        }
+        xq[h][ld_i][o] = (unsigned)a0; xq[h][ld_i][o + 1] = (unsigned)a1;
+        xs[ld_s][ld_i] = (float)__dp4a(0x01010101, a0, __dp4a(0x01010101, a1, 0));
+        if (ld_s == 0) xd[ld_i] = dx;
+        __syncthreads();
+        for (int hh = 0; hh < 2; hh++) {
+            wmma::load_matrix_sync(fa, (const signed char *)wq[hh][mr], 16);
+            for (int c = 0; c < 32; c += 16) {
+                wmma::load_matrix_sync(fb, (const signed char *)xq[hh][mt + c], 16);
+                wmma::fill_fragment(fc, 0);
+                wmma::mma_sync(fc, fa, fb, fc);
+                wmma::store_matrix_sync(&dot[hh][mr][mt + c], fc, TQ_DLD, wmma::mem_row_major);
+            }
+        }
+        __syncthreads();
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) {
+                float part = 0.0f;
+                for (int hh = 0; hh < 2; hh++)
+                    part += wd[hh][ri + i] * (float)dot[hh][ri + i][tj + j] +
+                            wm[hh][ri + i] * (xs[2 * hh][tj + j] + xs[2 * hh + 1][tj + j]);
+                acc[i][j] += xd[tj + j] * part;
+            }
+        __syncthreads();
     }
+    store_tile4(a, d, acc, r0, t0, ri, tj);
 }
 
 // Prefill, float activations (float weights, and the block types that keep float
@@ -204,13 +280,7 @@ template <class R> __device__ void lin_float_tiled(KARGS) {
                 for (int j = 0; j < 4; j++) acc[i][j] += ws[k][ri + i] * xs[k][tj + j];
         __syncthreads();
     }
-    for (int i = 0; i < 4; i++) {
-        const i64 r = r0 + ri + i;
-        if (r >= N) continue;
-        const float bias = a[6] ? AFP(6)[r] : 0.0f;
-        for (int j = 0; j < 4; j++)
-            if (t0 + tj + j < n) AOUT(7)[(t0 + tj + j) * N + r] = acc[i][j] + bias;
-    }
+    store_tile4(a, d, acc, r0, t0, ri, tj);
 }
 
 // EMBED from a block-quantized table: tok, rows, table, dim, scale, y; grid

@@ -83,13 +83,14 @@ extern "C" __global__ void ingot_scale(KARGS) {
     AOUT(6)[t * cols + j] = a[5] ? c * tanhf(v / c) : c * v;
 }
 
-// ROPE: x, xs, rows, heads, hd, rot, neox, cos, sin, y; row t at position pos + t; grid
-// (heads, rows). Pairs (i, i + rot/2) (neox) or (2i, 2i + 1); columns past rot are copied.
-extern "C" __global__ void ingot_rope(KARGS) {
+// ROPE: x, xs, rows, heads, hd, rot, neox, cos, sin, y; row t at position pos + t (ROWS: its
+// row table entry); grid (heads, rows). Pairs (i, i + rot/2) (neox) or (2i, 2i + 1); columns
+// past rot are copied.
+template <bool ROWS> __device__ void rope(KARGS) {
     const i64 heads = a[3], hd = a[4], rot = a[5], half = rot / 2, t = blockIdx.y, h = blockIdx.x;
     const float *x = AFP(0) + t * a[1] + h * hd, *C = AFP(7), *S = AFP(8);
     float *y = AOUT(9) + t * heads * hd + h * hd;
-    const i64 co = (d[0] + t) * half;
+    const i64 co = row_pos<ROWS>(d, t) * half;
     for (i64 i = threadIdx.x; i < half; i += blockDim.x) {
         const i64 ia = a[6] ? i : 2 * i, ib = a[6] ? i + half : 2 * i + 1;
         const float c = C[co + i], s = S[co + i], va = x[ia], vb = x[ib];

@@ -3,8 +3,8 @@
 The library exports `int ingot_sim_launch(const char *kernel, const unsigned grid[3],
 const unsigned block[3], unsigned shared, const long long *a, const long long *d)`: 0 when it
 ran, -1 for an unknown kernel, -2 a block of no or over 1024 threads, -3 out of memory, -4 a
-kernel whose threads reached different numbers of barriers or shuffles. Builds are cached in
-`out_dir` by a hash of the source and the shim.
+kernel whose threads reached different numbers of barriers or shuffles, -5 a misused WMMA call
+(shim.h). Builds are cached in `out_dir` by a hash of the source and the shim.
 """
 from __future__ import annotations
 

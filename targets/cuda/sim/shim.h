@@ -3,13 +3,15 @@
 // cooperative fibers that switch only at __syncthreads, so a block's shared memory
 // is plain static storage. A warp shuffle is a block-wide exchange through a slot array between
 // two barriers: kernels must reach barriers and shuffles uniformly (every thread of the block
-// the same number of times; a launch that does not fails with -4).
+// the same number of times; a launch that does not fails with -4); so must WMMA calls.
 #pragma once
 #define INGOT_SIM 1
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <type_traits>
 #include <ucontext.h>
 
 #define __global__
@@ -19,6 +21,7 @@
 #define __shared__ static
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 
 struct dim3 { unsigned x, y, z; };
 struct float4 { float x, y, z, w; };
@@ -30,6 +33,7 @@ const size_t STACK = 128 * 1024;
 struct State {
     dim3 grid, block, bidx;
     int nthreads, cur;
+    int fault;  // a misused WMMA call (below): the launch's result
     ucontext_t main;  // (the portable switch; x86-64 switches stacks itself, below)
     ucontext_t ctx[MAX_THREADS];
     void *main_sp, *sp[MAX_THREADS];
@@ -158,6 +162,133 @@ static inline __half __float2half_rn(float f) {
     return h;
 }
 
+// --- nvcuda::wmma, integer element types only ---
+// A fragment holds its whole tile, row by row, in every lane (the device spreads it over the
+// lanes in a layout we never rely on). load / store / mma are warp-collective as on the
+// device: each lane posts its arguments, a barrier, the warp's first lane checks that they
+// agree (one pointer, stride and layout a warp, the pointer 256-bit aligned, the stride whole
+// 16 bytes: else the launch fails with -5) and does the operation through a per-warp tile, a
+// barrier, then each lane takes the result. Memory layouts as the CUDA programming guide:
+// row_major (i, j) at p[i * ldm + j], col_major at p[i + j * ldm], ldm in elements.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+// Tile shape of each use: A is M x K, B is K x N, the accumulator M x N.
+template <class Use, int M, int N, int K> struct tile;
+template <int M, int N, int K> struct tile<matrix_a, M, N, K> { enum { R = M, C = K }; };
+template <int M, int N, int K> struct tile<matrix_b, M, N, K> { enum { R = K, C = N }; };
+template <int M, int N, int K> struct tile<accumulator, M, N, K> { enum { R = M, C = N }; };
+
+template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
+    static_assert(std::is_integral<T>::value, "the simulator's WMMA has integer types only");
+    typedef T element_type;
+    enum { R = tile<Use, M, N, K>::R, C = tile<Use, M, N, K>::C, num_elements = R * C };
+    T x[num_elements];
+};
+}  // namespace wmma
+}  // namespace nvcuda
+
+namespace ingot_sim {
+struct WarpCall { const void *p; unsigned ldm; int layout; };
+static WarpCall wcall[MAX_THREADS];
+static long long wtile[MAX_THREADS / 32][32 * 32];  // a warp's result in flight
+
+// Runs `lead` once for the calling warp between two barriers (as above);
+// mem: the call addresses memory (else only the lanes' agreement is checked).
+template <class Fn> static inline void warp_call(WarpCall c, bool mem, unsigned elem, Fn lead) {
+    const int t = S.cur, w0 = t & ~31;
+    wcall[t] = c;
+    __syncthreads();
+    if (t == w0) {
+        bool ok = w0 + 32 <= S.nthreads;
+        if (mem) ok = ok && (uintptr_t)c.p % 32 == 0 && c.ldm * elem % 16 == 0;
+        for (int i = w0; ok && i < w0 + 32; i++)
+            ok = wcall[i].p == c.p && wcall[i].ldm == c.ldm && wcall[i].layout == c.layout;
+        if (ok) lead();
+        else S.fault = -5;
+    }
+    __syncthreads();
+}
+template <class F> static inline long long *warp_tile() {
+    static_assert(F::num_elements <= 32 * 32, "WMMA tile too large for the simulator");
+    return wtile[S.cur >> 5];
+}
+template <class F> static inline void take_tile(F &f) {
+    const long long *w = warp_tile<F>();
+    for (int i = 0; i < F::num_elements; i++) f.x[i] = (typename F::element_type)w[i];
+}
+// Offset of element (i, j) in memory of the given layout.
+static inline long long wmma_at(int i, int j, unsigned ldm, bool row) {
+    return row ? (long long)i * ldm + j : i + (long long)j * ldm;
+}
+}  // namespace ingot_sim
+
+namespace nvcuda {
+namespace wmma {
+template <class Use, int M, int N, int K, class T, class L, class V>
+static inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, const V &v) {
+    for (int i = 0; i < f.num_elements; i++) f.x[i] = (T)v;
+}
+
+template <class F, class T>
+static inline void load_tile(F &f, const T *p, unsigned ldm, bool row) {
+    using namespace ingot_sim;
+    warp_call({p, ldm, row}, true, sizeof(T), [&] {
+        long long *w = warp_tile<F>();
+        for (int i = 0; i < F::R; i++)
+            for (int j = 0; j < F::C; j++) w[i * F::C + j] = p[wmma_at(i, j, ldm, row)];
+    });
+    take_tile(f);
+}
+// A and B: the layout is the fragment's; the accumulator: given with the call.
+template <class Use, int M, int N, int K, class T, class L>
+static inline void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const T *p, unsigned ldm) {
+    static_assert(std::is_same<L, row_major>::value || std::is_same<L, col_major>::value,
+                  "matrix_a / matrix_b fragments name their layout");
+    load_tile(f, p, ldm, std::is_same<L, row_major>::value);
+}
+template <int M, int N, int K, class T>
+static inline void load_matrix_sync(fragment<accumulator, M, N, K, T> &f, const T *p,
+                                    unsigned ldm, layout_t layout) {
+    load_tile(f, p, ldm, layout == mem_row_major);
+}
+template <int M, int N, int K, class T>
+static inline void store_matrix_sync(T *p, const fragment<accumulator, M, N, K, T> &f,
+                                     unsigned ldm, layout_t layout) {
+    const bool row = layout == mem_row_major;
+    ingot_sim::warp_call({p, ldm, row}, true, sizeof(T), [&] {
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) p[ingot_sim::wmma_at(i, j, ldm, row)] = f.x[i * N + j];
+    });
+}
+// D = A B + C, exact in 64 bits, then wrapped to the accumulator type (satf: clamped).
+template <int M, int N, int K, class TA, class LA, class TB, class LB, class TC>
+static inline void mma_sync(fragment<accumulator, M, N, K, TC> &d,
+                            const fragment<matrix_a, M, N, K, TA, LA> &a,
+                            const fragment<matrix_b, M, N, K, TB, LB> &b,
+                            const fragment<accumulator, M, N, K, TC> &c, bool satf = false) {
+    typedef fragment<accumulator, M, N, K, TC> FC;
+    ingot_sim::warp_call({nullptr, 0, 0}, false, 1, [&] {
+        long long *w = ingot_sim::warp_tile<FC>();
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                long long s = c.x[i * N + j];
+                for (int k = 0; k < K; k++) s += (long long)a.x[i * K + k] * b.x[k * N + j];
+                if (satf) s = s > INT_MAX ? INT_MAX : s < INT_MIN ? INT_MIN : s;
+                w[i * N + j] = (TC)s;
+            }
+    });
+    ingot_sim::take_tile(d);
+}
+}  // namespace wmma
+}  // namespace nvcuda
+
 // --- the launcher ---
 namespace ingot_sim {
 static void trampoline() {
@@ -208,6 +339,7 @@ static int launch(void (*k)(const long long *, const long long *), const unsigne
     S.grid = dim3{g[0], g[1], g[2]};
     S.block = dim3{b[0], b[1], b[2]};
     S.nthreads = (int)nt;
+    S.fault = 0;
     for (unsigned z = 0; z < g[2]; z++)
         for (unsigned y = 0; y < g[1]; y++)
             for (unsigned x = 0; x < g[0]; x++) {
@@ -230,6 +362,7 @@ static int launch(void (*k)(const long long *, const long long *), const unsigne
                 // misbehave on the device (or the harness paired the wrong threads).
                 for (int i = 1; i < S.nthreads; i++)
                     if (S.barriers[i] != S.barriers[0]) return -4;
+                if (S.fault) return S.fault;
             }
     return 0;
 }
