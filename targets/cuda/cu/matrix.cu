@@ -111,6 +111,27 @@ template <class F, int NT> __device__ void lin_q8_tile(KARGS) {
     }
 }
 
+// The 64 x 64 tiles' loaders: slice s (8 values) of weight row r, decoded (zeros past N), and
+// of token t's 8-bit activations with its block's dx (zeros past the step's n tokens).
+template <class F>
+__device__ __forceinline__ void tile_w_slice(const u8 *w, i64 rb, i64 N, i64 r, i64 s,
+                                             unsigned &q0, unsigned &q1, float &dd, float &mm) {
+    q0 = q1 = 0;
+    dd = mm = 0.0f;
+    if (r < N)
+        F::slice(w + r * rb + (s / (F::BS / 8)) * F::BB, (int)(s % (F::BS / 8)), q0, q1, dd, mm);
+}
+__device__ __forceinline__ void tile_x_slice(const u8 *x, i64 qr, i64 K, i64 n, i64 t, i64 s,
+                                             int &a0, int &a1, float &dx) {
+    a0 = a1 = 0;
+    dx = 0.0f;
+    if (t >= n) return;
+    const u8 *c = x + t * qr;
+    a0 = *(const int *)(c + 8 * s);
+    a1 = *(const int *)(c + 8 * s + 4);
+    dx = ((const float *)(c + K))[s / 4];
+}
+
 // A 64 x 64 tile's epilogue: this thread's 4 rows x 4 tokens from (r0 + ri, t0 + tj), plus
 // the bias, where inside the matrix and the step's tokens.
 __device__ __forceinline__ void store_tile4(KARGS, const float (&acc)[4][4], i64 r0, i64 t0,
@@ -145,20 +166,13 @@ template <class F> __device__ void lin_q8_tiled(KARGS) {
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     for (i64 kb = 0; kb < K / 32; kb++) {
         const i64 s = kb * 4 + ld_s;  // the loaders' slice of the row
-        unsigned q0 = 0, q1 = 0;
-        float dd = 0.0f, mm = 0.0f;
-        if (r0 + ld_i < N)
-            F::slice(w + (r0 + ld_i) * rb + (s / (F::BS / 8)) * F::BB, (int)(s % (F::BS / 8)),
-                     q0, q1, dd, mm);
+        unsigned q0, q1;
+        float dd, mm;
+        tile_w_slice<F>(w, rb, N, r0 + ld_i, s, q0, q1, dd, mm);
         wq[ld_s][ld_i][0] = q0; wq[ld_s][ld_i][1] = q1; wd[ld_s][ld_i] = dd; wm[ld_s][ld_i] = mm;
-        int a0 = 0, a1 = 0;
-        float dx = 0.0f;
-        if (t0 + ld_i < n) {
-            const u8 *c = x + (t0 + ld_i) * qr;
-            a0 = *(const int *)(c + 8 * s);
-            a1 = *(const int *)(c + 8 * s + 4);
-            dx = ((const float *)(c + K))[kb];
-        }
+        int a0, a1;
+        float dx;
+        tile_x_slice(x, qr, K, n, t0 + ld_i, s, a0, a1, dx);
         xq[ld_s][ld_i][0] = (unsigned)a0; xq[ld_s][ld_i][1] = (unsigned)a1;
         xs[ld_s][ld_i] = (float)__dp4a(0x01010101, a0, __dp4a(0x01010101, a1, 0));
         if (ld_s == 0) xd[ld_i] = dx;
@@ -209,21 +223,14 @@ template <class F> __device__ void lin_q8_wmma(KARGS) {
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     for (i64 kb = 0; kb < K / 32; kb++) {
         const i64 s = kb * 4 + ld_s;
-        unsigned q0 = 0, q1 = 0;
-        float dd = 0.0f, mm = 0.0f;
-        if (r0 + ld_i < N)
-            F::slice(w + (r0 + ld_i) * rb + (s / (F::BS / 8)) * F::BB, (int)(s % (F::BS / 8)),
-                     q0, q1, dd, mm);
+        unsigned q0, q1;
+        float dd, mm;
+        tile_w_slice<F>(w, rb, N, r0 + ld_i, s, q0, q1, dd, mm);
         wq[h][ld_i][o] = q0; wq[h][ld_i][o + 1] = q1;
         if (o == 0) { wd[h][ld_i] = dd; wm[h][ld_i] = mm; }
-        int a0 = 0, a1 = 0;
-        float dx = 0.0f;
-        if (t0 + ld_i < n) {
-            const u8 *c = x + (t0 + ld_i) * qr;
-            a0 = *(const int *)(c + 8 * s);
-            a1 = *(const int *)(c + 8 * s + 4);
-            dx = ((const float *)(c + K))[kb];
-        }
+        int a0, a1;
+        float dx;
+        tile_x_slice(x, qr, K, n, t0 + ld_i, s, a0, a1, dx);
         xq[h][ld_i][o] = (unsigned)a0; xq[h][ld_i][o + 1] = (unsigned)a1;
         xs[ld_s][ld_i] = (float)__dp4a(0x01010101, a0, __dp4a(0x01010101, a1, 0));
         if (ld_s == 0) xd[ld_i] = dx;
