@@ -20,6 +20,7 @@ from ..errors import IngotError
 from ..quant.policy import Policy, load_policy, parse_isq
 from ..runtime.artefact import PAGE, ArtefactWriter
 from .check import outputs_match
+from .cpu_layouts import regroup_for_cpu
 from .ir import KV_TYPES, Op, kv_row_layout
 from .batch import batch_graph
 from .memplan import plan_memory
@@ -235,6 +236,8 @@ def compile_model(model, output=None, *, dtype=None, isq=None, target="host", ma
     verify = (lambda a, b, name: outputs_match(a, b, name, vocab=spec.vocab_size)) \
         if verify_passes else None
     graph = run_passes(graph, verify)
+    if not cuda:
+        regroup_for_cpu(graph)
     phase("memory plan")
     plan = plan_memory(graph, chunk)
 

@@ -17,11 +17,15 @@ from .source import ModelSource
 class ArtefactTensor:
     """Rows [row0, row0 + rows) of a stored weight. `raw()` is a view of the artefact's map;
     `raw_rows` / `read_rows` read a run of rows from the file (`base`: where the weights section
-    starts), so that recompiling leaves no mapped pages behind."""
+    starts), so that recompiling leaves no mapped pages behind. A CPU build's regrouped
+    layout reads as its GGUF type (the bytes moved back, so `raw()` is then a copy): every
+    target takes that."""
 
     def __init__(self, weights: memoryview, entry: dict, name: str, row0: int, rows: int,
                  path=None, base=None):
-        self.name, self.qtype = name, entry["dtype"]
+        stored = get_format(entry["dtype"])
+        self._to_base = stored.to_base
+        self.name, self.qtype = name, stored.base or stored.name
         self.fmt = get_format(self.qtype)
         k = entry["shape"][-1]
         self.shape = (rows, k) if len(entry["shape"]) > 1 else (k,)
@@ -32,17 +36,25 @@ class ArtefactTensor:
         self.path = path
         self.offset = None if base is None else base + start
 
+    def _as_base(self, data: np.ndarray) -> np.ndarray:
+        if self._to_base is None:
+            return data
+        return self._to_base(data.reshape(-1, self._rb)).reshape(-1)
+
     def raw(self) -> np.ndarray:
-        return np.frombuffer(self._bytes, np.uint8)
+        return self._as_base(self._stored())
 
     def raw_rows(self, r0: int, r1: int) -> np.ndarray:
         n = (r1 - r0) * self._rb
         if self.offset is None:
-            return np.array(self.raw()[r0 * self._rb:r0 * self._rb + n])
+            return self._as_base(np.array(self._stored()[r0 * self._rb:r0 * self._rb + n]))
         data = np.fromfile(self.path, np.uint8, count=n, offset=self.offset + r0 * self._rb)
         if data.size != n:
             raise IngotError(f"{self.path}: artefact weights are truncated")
-        return data
+        return self._as_base(data)
+
+    def _stored(self) -> np.ndarray:
+        return np.frombuffer(self._bytes, np.uint8)
 
     def read_rows(self, r0: int, r1: int) -> np.ndarray:
         return self.fmt.dequantize(self.raw_rows(r0, r1).reshape(-1, self._rb))

@@ -94,6 +94,13 @@ def _raw_chunks(w: Weight) -> Iterator[np.ndarray]:
 def weight_raw_chunks(w: Weight) -> Iterator[np.ndarray]:
     """The stored bytes (flat uint8 arrays) in runs of whole rows, each from at most
     CHUNK_BYTES of float32 values (or one row); together they are `weight_raw(w)`."""
+    fmt = get_format(w.dtype)
+    if fmt.base is not None:  # a CPU build's regrouped layout: the base type's bytes, moved
+        base = Weight(w.name, w.shape, fmt.base, w.source)
+        rb = get_format(fmt.base).row_bytes(w.shape[-1])
+        for raw in weight_raw_chunks(base):
+            yield fmt.from_base(raw.reshape(-1, rb)).reshape(-1)
+        return
     if len(w.shape) < 2:
         # A vector is one row, whole (the parts of a fused bias are not rows; a block may
         # straddle them): a vector is small.

@@ -22,6 +22,11 @@ class QuantFormat:
     quantize: Optional[Callable[[np.ndarray], np.ndarray]]
     # [rows, K // block_size * block_bytes] uint8 -> [rows, K] float32
     dequantize: Callable[[np.ndarray], np.ndarray]
+    # A CPU build's regrouped layout of a GGUF type (quant/repack.py): that type's name, and
+    # its rows' bytes to and from this layout's (the same values, bits moved).
+    base: Optional[str] = None
+    from_base: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    to_base: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
     def row_bytes(self, k: int) -> int:
         return k // self.block_size * self.block_bytes
@@ -42,10 +47,16 @@ def register(fmt: QuantFormat) -> QuantFormat:
 
 
 def get_format(name: str) -> QuantFormat:
+    """A GGUF type, or a CPU build's regrouped layout of one (stored weights only: they are
+    not in FORMATS, which lists the types a file or --isq can name)."""
     _load_all()
-    if name not in FORMATS:
+    if name in FORMATS:
+        return FORMATS[name]
+    from .repack import repacked_format
+    fmt = repacked_format(name)
+    if fmt is None:
         raise KeyError(name)
-    return FORMATS[name]
+    return fmt
 
 
 def by_gguf_type(t: int) -> Optional[QuantFormat]:

@@ -13,12 +13,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ingot.quant.repack import LAYOUTS, pack
 from ingot.targets.cpu.q8_kernels import Q8_BLOCK_TYPES, Q8_LINEAR, q8_row_bytes
-from test_quant_kernels import random_rows
+from test_quant_kernels import random_rows as gguf_rows
 from q8_activations import quantize_like_kernel
 
 GUARD = 256  # bytes / floats past every buffer that must stay untouched
 pytestmark = pytest.mark.xdist_group("q8_kernels")  # one worker JIT-compiles each kernel once
+
+
+def random_rows(name, N, K, rng):
+    """A kernel type's rows and gguf's dequantization of them: a CPU build's regrouped
+    layout (quant/repack.py) gets its base type's rows, regrouped."""
+    if name in LAYOUTS:
+        raw, deq = gguf_rows(LAYOUTS[name].base, N, K, rng)
+        return np.ascontiguousarray(pack(LAYOUTS[name], raw)), deq
+    return gguf_rows(name, N, K, rng)
 
 
 def _run(kernel, raw, N, K, x, xs, n, bias, nth):
@@ -71,9 +81,10 @@ def test_q8_linear_matches_gguf(name):
 def test_q8_types_cover_the_integer_formats():
     from ingot.targets.cpu.quant_kernels import BLOCK_TYPES
     # iq4_nl and mxfp4 (codebook values) keep the float kernels.
-    assert set(Q8_BLOCK_TYPES) == set(BLOCK_TYPES) - {"iq4_nl", "mxfp4"}
+    assert set(Q8_BLOCK_TYPES) == set(BLOCK_TYPES) - {"iq4_nl", "mxfp4"} | set(LAYOUTS)
     for name, (_, bs, bb) in Q8_BLOCK_TYPES.items():
-        assert BLOCK_TYPES[name][1:] == (bs, bb)
+        lay = LAYOUTS.get(name)  # regrouped layouts: a quad of four base blocks per block
+        assert (bs, bb) == ((128, lay.quad_bytes) if lay else BLOCK_TYPES[name][1:])
 
 
 @pytest.mark.parametrize("name", sorted(Q8_LINEAR))

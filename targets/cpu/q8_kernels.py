@@ -30,14 +30,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ...quant.repack import LAYOUTS
 from .inlining import helper
 from .intrinsics import prefetch, ptr_f32, ptr_i8, ptr_u8, stack_addr
 from .kernels import KW, split
 from .quant_kernels import f16, fq, q3_k_scale
-from .simd import (b32_and, b32_bits, b32_load, b32_nibbles16, b32_or, b32_shl, b32_shr,
-                   b32_zero, dot_i8, dot_u8, f8_halves4x2, f8_hi4x2, f8_i8_even_odd,
-                   f8_k4_scales, f8_lo4x2, f8_load, f8_load4x2, f8_madd_i, f8_msub, f8_mul,
-                   f8_neg, f8_set, f8_splat, f8_store, f8_sum, f8_zero, i8_quad)
+from .simd import (b32_and, b32_bits, b32_fifths, b32_load, b32_nibbles16, b32_or, b32_shl,
+                   b32_shr, b32_zero, dot_i8, dot_u8, f8_halves4x2, f8_halves4x2_at, f8_hi4x2,
+                   f8_i8_even_odd, f8_k4_scales, f8_lo4x2, f8_load, f8_load4x2, f8_madd_i,
+                   f8_msub, f8_mul, f8_neg, f8_set, f8_splat, f8_store, f8_sum, f8_zero, i8_quad)
 
 TILE = 8  # tokens that share one unpacking of a weight row in prefill
 F0 = np.float32(0)
@@ -172,6 +173,42 @@ def codes_q8_0(p):   # f16 d, 32 int8 codes
 @helper(**KW)
 def codes_q8_1(p):   # f16 d, f16 s (unused here), 32 int8 codes
     return b32_load(p + 4)
+
+
+def quads_repacked(lay, mconst):
+    """A CPU build's regrouped 32-value types (quant/repack.py): a group is one repacked
+    block, a quad. The sink gets the same codes and scale vectors as from the base type's four
+    blocks (so the same bits out), built from a quad's side-by-side parts: its four scales in
+    one conversion, two 32-byte nibble loads, and for q5 types one vector of fifth bits that
+    each block shifts into place. `mconst` as in quads_small (q4_1/q5_1 use their offsets)."""
+    QB = lay.quad_bytes
+    moff = lay.offset
+    fifth = lay.fifth != 0
+    oh = 16 if moff else 8            # the fifth bits (q5 types)
+    on = oh + (16 if fifth else 0)    # the nibbles
+
+    def make(sink):
+        @helper(**KW)
+        def group(w, g, st):
+            p = w + g * QB
+            sw = f8_halves4x2_at(p)
+            mv = f8_neg(f8_halves4x2_at(p + 8)) if moff else f8_mul(sw, f8_splat(mconst))
+            n0 = b32_load(p + on)
+            n1 = b32_load(p + on + 32)
+            c0, c1, c2, c3 = b32_and(n0, 15), b32_shr(n0, 4), b32_and(n1, 15), b32_shr(n1, 4)
+            if fifth:
+                h = b32_fifths(p + oh)  # block k's bits at bit k: moved to bit 4
+                c0 = b32_or(c0, b32_and(b32_shl(h, 4), 16))
+                c1 = b32_or(c1, b32_and(b32_shl(h, 3), 16))
+                c2 = b32_or(c2, b32_and(b32_shl(h, 2), 16))
+                c3 = b32_or(c3, b32_and(b32_shl(h, 1), 16))
+            return sink(st, c0, c1, c2, c3, g, sw, mv, False)
+
+        @helper(**KW)
+        def tail(w, g, nblk, st):
+            return st  # whole quads only
+        return group, tail
+    return make
 
 
 def quads_large(half):
@@ -319,6 +356,9 @@ Q8_BLOCK_TYPES = {
     "q2_k": (quads_large(half_q2_k), 256, 84), "q3_k": (quads_large(half_q3_k), 256, 110),
     "q4_k": (quads_large(half_q4_k), 256, 144), "q5_k": (quads_large(half_q5_k), 256, 176),
     "q6_k": (quads_large(half_q6_k), 256, 210), "q8_k": (quads_large(half_q8_k), 256, 292),
+    # CPU builds' regrouped 32-value types: one quad per block
+    **{name: (quads_repacked(lay, F8 if lay.base.startswith("q4") else F16), 128,
+              lay.quad_bytes) for name, lay in LAYOUTS.items()},
 }
 
 

@@ -501,3 +501,30 @@ def f8_store(typingctx, addr, v):
         st.align = 1
         return context.get_dummy_value()
     return types.none(types.int64, F32X8), codegen
+
+
+@intrinsic
+def f8_halves4x2_at(typingctx, addr):
+    """Four IEEE halves side by side at addr, twice, as floats (a repacked quad's scales)."""
+    def codegen(context, builder, sig, args):
+        f = builder.fpext(_load(builder, args[0], ir.VectorType(ir.HalfType(), 4)),
+                          ir.VectorType(_F32, 4))
+        return builder.shuffle_vector(f, f, ir.Constant(ir.VectorType(_I32, 8),
+                                                        [0, 1, 2, 3, 0, 1, 2, 3]))
+    return F32X8(types.int64), codegen
+
+
+@intrinsic
+def b32_fifths(typingctx, addr):
+    """A repacked quad's 16 bytes of fifth bits (quant/repack.py) as 32 bytes whose bit k of
+    byte j is block k's fifth bit of value j: the 16 bytes twice, the second copy shifted right
+    by 4 (as 32-bit lanes: one variable shift; the bits it moves across bytes land above bit 3,
+    which the caller masks off)."""
+    def codegen(context, builder, sig, args):
+        v = _load(builder, args[0], ir.VectorType(_I8, 16))
+        both = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 32),
+                                                        list(range(16)) * 2))
+        lanes = builder.lshr(builder.bitcast(both, _I32X8),
+                             ir.Constant(_I32X8, [0, 0, 0, 0, 4, 4, 4, 4]))
+        return builder.bitcast(lanes, _B32)
+    return B32(types.int64), codegen
