@@ -162,40 +162,6 @@ def test_from_uqff_reuses_the_weights(compiled, tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.xdist_group("isq")
-def test_cpu_build_stores_q5_1_rows_regrouped(compiled, hf_llama):
-    """--isq Q5_1 for the CPU: the layers' matrices are stored in the kernels' regrouped layout
-    (q5_1r, quant/repack.py): the bytes Ingot's Q5_1 quantizer writes, moved; the logits are
-    the quantized model's (EXACT_Q8_BOUND, as above); and the artefact read back as a source
-    (--from-uqff) gives ggml's Q5_1 blocks again, which any target takes."""
-    from ingot.compiler.source_artefact import open_artefact
-    from ingot.quant.registry import get_format
-    from ingot.quant.repack import LAYOUTS, unpack
-    path = compiled("Q5_1")
-    art = Artefact(path)
-    plan = art.json("plan")
-    types = {t["name"]: t["dtype"] for t in plan["tensors"] if len(t["shape"]) > 1}
-    assert {t for n, t in types.items() if n.startswith("blk.")} == {"q5_1r"}
-    assert types["token_embd.weight"] == "q8_0" and types["output.weight"] == "q6_k"
-    entry = next(t for t in plan["tensors"] if t["name"] == "blk.1.ffn_down.weight")
-    stored = np.frombuffer(art.section("weights"), np.uint8)[
-        entry["offset"]:entry["offset"] + _nbytes(entry)].reshape(256, -1)
-    down = hf_llama[1].model.layers[1].mlp.down_proj.weight.detach().numpy()
-    q5_1 = get_format("q5_1").quantize(down)
-    assert np.array_equal(unpack(LAYOUTS["q5_1r"], stored), q5_1)
-    assert not np.array_equal(stored, q5_1)  # really regrouped
-    src = open_artefact(path).lookup("blk.1.ffn_down.weight")
-    assert src.qtype == "q5_1" and np.array_equal(src.raw_rows(3, 9), q5_1[3:9].reshape(-1))
-    np.testing.assert_array_equal(src.read_rows(0, 256), get_format("q5_1").dequantize(q5_1))
-    import torch
-    qref = quantized_reference(hf_llama[1], plan)
-    with torch.no_grad():
-        exact = qref(torch.tensor([IDS + STEPS])).logits[0].double().numpy()
-    for i, g in enumerate(logits_run(path, IDS, STEPS)):
-        r = exact[len(IDS) - 1 + i]
-        assert np.abs(g - r).max() / np.abs(r).max() < EXACT_Q8_BOUND
-
-
 def _nbytes(entry) -> int:
     from ingot.quant.registry import get_format
     return get_format(entry["dtype"]).nbytes(tuple(entry["shape"]))
