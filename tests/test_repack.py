@@ -5,9 +5,9 @@
 - the kernels on regrouped rows give the base type's kernels' outputs bit for bit (the same
   codes and scale vectors reach the same sink), at decode and in prefill tiles: the base
   kernels are tested against the gguf package's dequantizers (test_q8_kernels);
-- a CPU compile stores matrices multiplied only by LINEAR with whole quads regrouped (the
-  file's bytes, moved), and an artefact used as a source (--from-uqff) gives back the base
-  type's bytes.
+- which matrices a CPU build regroups (compiler/cpu_layouts.py); that a compile stores the
+  file's bytes, moved, and that --from-uqff reads them back: on the real Gemma artefact
+  (test_gemma3_gguf::test_q5_0_matrices_are_stored_regrouped).
 """
 from __future__ import annotations
 
@@ -81,3 +81,22 @@ def test_kernel_on_repacked_rows_gives_the_base_kernels_bits(name):
 def test_every_repacked_base_has_a_layout():
     assert set(REPACKED) == {"q4_0", "q4_1", "q5_0", "q5_1"}
     assert all(LAYOUTS[v].base == k for k, v in REPACKED.items())
+
+
+def test_which_matrices_a_cpu_build_regroups():
+    """Rows a multiple of 128 wide, of a regroupable type, read by LINEAR only: a table the
+    embedding lookup also reads (tied) keeps ggml's blocks, as do other types and widths."""
+    from ingot.compiler.cpu_layouts import regroup_for_cpu
+    from ingot.compiler.ir import Graph, Node, Op, Tensor, Weight
+
+    def weight(name, dtype, k):
+        return Weight(name, (8, k), dtype, ("array", None))
+    x = Tensor("x", "T", 256)
+    ws = {"tied": weight("tied", "q4_0", 256), "q5": weight("q5", "q5_1", 384),
+          "narrow": weight("narrow", "q5_0", 96), "k": weight("k", "q4_k", 256),
+          "q8": weight("q8", "q8_0", 256)}
+    nodes = [Node(Op.EMBED, [x], [x], weights={"w": ws["tied"]})]
+    nodes += [Node(Op.LINEAR, [x], [x], weights={"w": w}) for w in ws.values()]
+    assert regroup_for_cpu(Graph(nodes, {}, {}, [])) == 1
+    assert {n: w.dtype for n, w in ws.items()} == {
+        "tied": "q4_0", "q5": "q5_1r", "narrow": "q5_0", "k": "q4_k", "q8": "q8_0"}
