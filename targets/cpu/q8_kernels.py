@@ -175,15 +175,17 @@ def codes_q8_1(p):   # f16 d, f16 s (unused here), 32 int8 codes
     return b32_load(p + 4)
 
 
-def quads_repacked(lay, mconst):
+def quads_repacked(lay):
     """A CPU build's regrouped 32-value types (quant/repack.py): a group is one repacked
     block, a quad. The sink gets the same codes and scale vectors as from the base type's four
     blocks (so the same bits out), built from a quad's side-by-side parts: its four scales in
     one conversion, two 32-byte nibble loads, and for q5 types one vector of fifth bits that
-    each block shifts into place. `mconst` as in quads_small (q4_1/q5_1 use their offsets)."""
+    each block shifts into place. The subtracted term is as in quads_small: the offsets of
+    q4_1/q5_1, or half the code range (8 or 16) times the scale for q4_0/q5_0."""
     QB = lay.quad_bytes
     moff = lay.offset
     fifth = lay.fifth != 0
+    mconst = F16 if fifth else F8
     oh = 16 if moff else 8            # the fifth bits (q5 types)
     on = oh + (16 if fifth else 0)    # the nibbles
 
@@ -357,8 +359,7 @@ Q8_BLOCK_TYPES = {
     "q4_k": (quads_large(half_q4_k), 256, 144), "q5_k": (quads_large(half_q5_k), 256, 176),
     "q6_k": (quads_large(half_q6_k), 256, 210), "q8_k": (quads_large(half_q8_k), 256, 292),
     # CPU builds' regrouped 32-value types: one quad per block
-    **{name: (quads_repacked(lay, F8 if lay.base.startswith("q4") else F16), 128,
-              lay.quad_bytes) for name, lay in LAYOUTS.items()},
+    **{name: (quads_repacked(lay), 128, lay.quad_bytes) for name, lay in LAYOUTS.items()},
 }
 
 

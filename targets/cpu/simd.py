@@ -118,7 +118,6 @@ def _b32_binop(name):
 
 
 b32_or = _b32_binop("or_")
-b32_add = _b32_binop("add")
 
 
 def _b32_imm(name):
@@ -246,25 +245,6 @@ def f8_zero(typingctx):
     def codegen(context, builder, sig, args):
         return ir.Constant(_F32X8, [0.0] * 8)
     return F32X8(), codegen
-
-
-@intrinsic
-def f8_fma(typingctx, acc, dots, s0, s1):
-    """acc + dots * scale, scale s0 on lanes 0..3 (bytes 0..15) and s1 on lanes 4..7."""
-    if acc != F32X8 or dots != I32X8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        acc, dots, a, b = args
-        a = context.cast(builder, a, sig.args[2], types.float32)
-        b = context.cast(builder, b, sig.args[3], types.float32)
-        undef = ir.Constant(_F32X8, ir.Undefined)
-        scale = undef
-        for lane in range(8):
-            scale = builder.insert_element(scale, a if lane < 4 else b, ir.Constant(_I32, lane))
-        prod = builder.fmul(builder.sitofp(dots, _F32X8), scale, flags=("fast",))
-        return builder.fadd(acc, prod, flags=("fast",))
-    return F32X8(F32X8, I32X8, s0, s1), codegen
 
 
 @intrinsic
