@@ -25,6 +25,11 @@ class ArtefactTensor:
                  path=None, base=None):
         stored = get_format(entry["dtype"])
         self._to_base = stored.to_base
+        self._group = stored.group_rows
+        if stored.group_rows > 1 and (row0 % stored.group_rows or rows % stored.group_rows):
+            raise IngotError(f"{path}: tensor {name} is stored in {stored.name} groups of "
+                             f"{stored.group_rows} rows but is read from row {row0} ({rows} "
+                             f"rows)")
         self.name, self.qtype = name, stored.base or stored.name
         self.fmt = get_format(self.qtype)
         k = entry["shape"][-1]
@@ -45,6 +50,11 @@ class ArtefactTensor:
         return self._as_base(self._stored())
 
     def raw_rows(self, r0: int, r1: int) -> np.ndarray:
+        g = self._group
+        if g > 1 and (r0 % g or (r1 % g and r1 != self.shape[0])):
+            # A layout across rows converts whole groups: read those, keep the rows asked for.
+            g0, g1 = r0 // g * g, min(-(-r1 // g) * g, self.shape[0])
+            return self.raw_rows(g0, g1)[(r0 - g0) * self._rb:(r1 - g0) * self._rb]
         n = (r1 - r0) * self._rb
         if self.offset is None:
             return self._as_base(np.array(self._stored()[r0 * self._rb:r0 * self._rb + n]))

@@ -91,6 +91,19 @@ def _raw_chunks(w: Weight) -> Iterator[np.ndarray]:
         yield np.asarray(src.raw_rows(r0, min(rows, r0 + step)), np.uint8).reshape(-1)
 
 
+def _whole_groups(chunks, group_bytes: int) -> Iterator[np.ndarray]:
+    """The same bytes re-cut into runs of whole groups (the last run holds what is left)."""
+    held = np.empty(0, np.uint8)
+    for raw in chunks:
+        held = np.concatenate([held, raw]) if held.size else raw
+        cut = held.size // group_bytes * group_bytes
+        if cut:
+            yield held[:cut]
+            held = held[cut:]
+    if held.size:
+        yield held
+
+
 def weight_raw_chunks(w: Weight) -> Iterator[np.ndarray]:
     """The stored bytes (flat uint8 arrays) in runs of whole rows, each from at most
     CHUNK_BYTES of float32 values (or one row); together they are `weight_raw(w)`."""
@@ -98,7 +111,10 @@ def weight_raw_chunks(w: Weight) -> Iterator[np.ndarray]:
     if fmt.base is not None:  # a CPU build's regrouped layout: the base type's bytes, moved
         base = Weight(w.name, w.shape, fmt.base, w.source)
         rb = get_format(fmt.base).row_bytes(w.shape[-1])
-        for raw in weight_raw_chunks(base):
+        chunks = weight_raw_chunks(base)
+        if fmt.group_rows > 1:  # a layout across rows: runs of whole groups
+            chunks = _whole_groups(chunks, fmt.group_rows * rb)
+        for raw in chunks:
             yield fmt.from_base(raw.reshape(-1, rb)).reshape(-1)
         return
     if len(w.shape) < 2:

@@ -27,6 +27,9 @@ class QuantFormat:
     base: Optional[str] = None
     from_base: Optional[Callable[[np.ndarray], np.ndarray]] = None
     to_base: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    # Layouts that move bits across rows (quant/interleave.py) convert whole groups of this
+    # many rows at a time; 1: any run of rows.
+    group_rows: int = 1
 
     def row_bytes(self, k: int) -> int:
         return k // self.block_size * self.block_bytes
@@ -52,11 +55,17 @@ def get_format(name: str) -> QuantFormat:
     _load_all()
     if name in FORMATS:
         return FORMATS[name]
+    from .interleave import interleaved_format
     from .repack import repacked_format
-    fmt = repacked_format(name)
+    fmt = repacked_format(name) or interleaved_format(name)
     if fmt is None:
         raise KeyError(name)
     return fmt
+
+
+def base_type(name: str) -> str:
+    """The GGUF type a stored type holds: itself, or a CPU layout's base (q5_0x8 -> q5_0)."""
+    return get_format(name).base or name
 
 
 def by_gguf_type(t: int) -> Optional[QuantFormat]:

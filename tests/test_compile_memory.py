@@ -137,12 +137,16 @@ def _hf_folder(tmp_path, dtype):
     return folder
 
 
-def _weights(src, isq=None, dtype=None):
+def _weights(src, isq=None, dtype=None, cpu_layouts=False):
     from ingot.compiler.passes import run_passes
     from ingot.compiler.trace import trace
     from ingot.quant.policy import Policy, load_policy, parse_isq
     policy = Policy(dtype or src.default_float, parse_isq(isq), load_policy(None))
-    return run_passes(trace(src, policy, max_seq=64, chunk=16), None).weights()
+    graph = run_passes(trace(src, policy, max_seq=64, chunk=16), None)
+    if cpu_layouts:  # as a CPU build stores them (regrouped and interleaved rows)
+        from ingot.compiler.cpu_layouts import regroup_for_cpu
+        regroup_for_cpu(graph)
+    return graph.weights()
 
 
 def _same_bytes_in_any_runs(weights, monkeypatch, runs=(1, 3000)):
@@ -184,7 +188,9 @@ def test_gguf_weights_in_row_runs(gemma_gguf, monkeypatch, isq):
     """Blocks copied as they are (read from the file, not the map) and blocks requantized."""
     from ingot.compiler.source import open_source
     src = open_source(gemma_gguf)
-    ws = _weights(src, isq)
+    ws = _weights(src, isq, cpu_layouts=True)
+    if isq is None:  # the file's Q5_0 matrices in groups of eight interleaved rows
+        assert any(w.dtype == "q5_0x8" for w in ws if w.name.startswith("blk.0."))
     _same_bytes_in_any_runs([w for w in ws if w.name.startswith("blk.0.")], monkeypatch)
     _same_bytes_in_any_runs([w for w in ws if w.shape[0] < 4096], monkeypatch, runs=(50_000,))
     from ingot.compiler import weights as W
@@ -260,3 +266,29 @@ def test_artefact_tensor_rows_come_from_the_file(tmp_path):
     for r0, r1 in ((0, 10), (3, 4), (7, 10)):
         assert t.raw_rows(r0, r1).tobytes() == t.raw()[r0 * 144:r1 * 144].tobytes()
         np.testing.assert_array_equal(t.read_rows(r0, r1), t.read_f32()[r0:r1])
+
+
+def test_interleaved_rows_come_from_the_file_in_any_run(tmp_path):
+    """--from-uqff on rows stored eight interleaved (quant/interleave.py): any run of rows,
+    aligned to the groups or not, reads back as the base type's bytes of those rows; a
+    tensor part that does not start on a group is refused by name."""
+    from ingot.compiler.source_artefact import ArtefactTensor
+    from ingot.errors import IngotError
+    from ingot.quant.interleave import INTERLEAVED, pack
+    from ingot.runtime.artefact import Artefact, ArtefactWriter
+    rng = np.random.default_rng(5)
+    raw = rng.integers(0, 256, (24, 3 * 22), dtype=np.uint8)  # 24 rows of q5_0, K = 96
+    with ArtefactWriter(tmp_path / "a.ingot") as aw:
+        aw.add("plan", b"{}")
+        aw.add("weights", pack(INTERLEAVED["q5_0x8"], raw).tobytes(), align=4096)
+    art = Artefact(tmp_path / "a.ingot")
+    base = next(s["offset"] for s in art.section_info() if s["name"] == "weights")
+    entry = {"dtype": "q5_0x8", "shape": [24, 96], "offset": 0}
+    for path in (None, tmp_path / "a.ingot"):  # from the map, and read from the file
+        t = ArtefactTensor(art.section("weights"), entry, "w", 8, 16, path,
+                           None if path is None else base)
+        assert t.qtype == "q5_0" and t.raw().tobytes() == raw[8:24].tobytes()
+        for r0, r1 in ((0, 16), (3, 5), (7, 9), (5, 16), (8, 16)):
+            assert t.raw_rows(r0, r1).tobytes() == raw[8 + r0:8 + r1].tobytes(), (r0, r1)
+    with pytest.raises(IngotError, match="tensor w is stored in q5_0x8 groups of 8 rows"):
+        ArtefactTensor(art.section("weights"), entry, "w", 4, 8)

@@ -125,31 +125,32 @@ def test_matches_transformers_on_dequantized_weights(gemma, gemma_gguf):
         assert int(np.argmax(got)) == int(np.argmax(ref))
 
 
-def test_q5_0_matrices_are_stored_regrouped(gemma_artefact, gemma_gguf):
-    """A CPU build stores the file's Q5_0 matrices in the kernels' regrouped layout
-    (quant/repack.py): in the first and last layers every part of every q5_0r tensor is the
-    file's bytes, moved; and the artefact read back as a source (--from-uqff) gives the file's
-    bytes again. (That the kernels on regrouped rows give the Q5_0 kernels' bits: test_repack;
-    the tokens above run on them.)"""
+def test_q5_0_matrices_are_stored_interleaved(gemma_artefact, gemma_gguf):
+    """A CPU build stores the file's Q5_0 matrices eight rows interleaved
+    (quant/interleave.py): in the first and last layers every part of every q5_0x8 tensor is
+    the file's bytes, moved; and the artefact read back as a source (--from-uqff) gives the
+    file's bytes again. (The kernels on interleaved rows against gguf's dequantizer:
+    test_interleave; the tokens above run on them.)"""
     from ingot.compiler.source import open_source
     from ingot.compiler.source_artefact import open_artefact
+    from ingot.quant.interleave import INTERLEAVED, unpack
     from ingot.quant.registry import get_format
-    from ingot.quant.repack import LAYOUTS, unpack
     from ingot.runtime.artefact import Artefact
     art = Artefact(gemma_artefact)
     weights = np.frombuffer(art.section("weights"), np.uint8)
     file, back = open_source(str(gemma_gguf)), open_artefact(gemma_artefact)
     checked = 0
     for t in art.json("plan")["tensors"]:
-        if t["dtype"] != "q5_0r" or t["name"].split(".")[1] not in ("0", "17"):
+        if t["dtype"] != "q5_0x8" or t["name"].split(".")[1] not in ("0", "17"):
             continue
         rows, rb = t["shape"][0], get_format("q5_0").row_bytes(t["shape"][1])
         stored = weights[t["offset"]:t["offset"] + rows * rb].reshape(rows, rb)
         row = 0
         for name, n in t["parts"]:
             want = np.asarray(file.lookup(name).raw()).reshape(n, rb)
-            assert np.array_equal(unpack(LAYOUTS["q5_0r"], stored[row:row + n]), want), name
-            assert not np.array_equal(stored[row:row + n], want)  # really regrouped
+            assert np.array_equal(unpack(INTERLEAVED["q5_0x8"], stored[row:row + n]), want), \
+                name
+            assert not np.array_equal(stored[row:row + n], want)  # really interleaved
             assert np.array_equal(back.lookup(name).raw().reshape(n, rb), want), name
             row += n
             checked += 1

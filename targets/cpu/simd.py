@@ -199,10 +199,14 @@ def _dot_kind():
     return "avx2" if "avx2" in feats else "portable"
 
 
-def _dot(signed_weights):
+def _dot(signed_weights, broadcast=False):
     def codegen(context, builder, sig, args):
         w, xaddr = args
-        x = _load(builder, xaddr, _B32)
+        if broadcast:  # four activation bytes, the same in every 32-bit lane
+            x4 = _load(builder, xaddr, _I32)
+            x = builder.bitcast(_splat(builder, x4, _I32X8), _B32)
+        else:
+            x = _load(builder, xaddr, _B32)
         kind = _dot_kind()
         if kind in ("avx2", "vnni"):
             if signed_weights:  # |w| * (x with w's sign): both want unsigned * signed bytes
@@ -228,6 +232,23 @@ def dot_u8(typingctx, w, xaddr):
     if w != B32:
         return None
     return I32X8(B32, types.int64), _dot(False)
+
+
+@intrinsic
+def dot_u8_bcast(typingctx, w, xaddr):
+    """Unsigned weight bytes (each < 128) . the four int8 activations at xaddr, repeated in
+    every lane: lane m sums bytes 4m..4m+3 against them (interleaved rows, one row a lane)."""
+    if w != B32:
+        return None
+    return I32X8(B32, types.int64), _dot(False, broadcast=True)
+
+
+@intrinsic
+def dot_i8_bcast(typingctx, w, xaddr):
+    """Signed weight bytes . the four int8 activations at xaddr in every lane (dot_u8_bcast)."""
+    if w != B32:
+        return None
+    return I32X8(B32, types.int64), _dot(True, broadcast=True)
 
 
 @intrinsic
@@ -439,6 +460,27 @@ def f8_mul(typingctx, a, b):
 
 
 @intrinsic
+def f8_add(typingctx, a, b):
+    if a != F32X8 or b != F32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1], flags=_CONTRACT)
+    return F32X8(F32X8, F32X8), codegen
+
+
+@intrinsic
+def i8_add(typingctx, a, b):
+    """Lane-wise int32 sum (exact while the lanes stay in range)."""
+    if a != I32X8 or b != I32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.add(args[0], args[1])
+    return I32X8(I32X8, I32X8), codegen
+
+
+@intrinsic
 def f8_madd_i(typingctx, acc, ints, scale):
     """acc + float(ints) * scale."""
     if acc != F32X8 or ints != I32X8 or scale != F32X8:
@@ -491,6 +533,14 @@ def f8_halves4x2_at(typingctx, addr):
                           ir.VectorType(_F32, 4))
         return builder.shuffle_vector(f, f, ir.Constant(ir.VectorType(_I32, 8),
                                                         [0, 1, 2, 3, 0, 1, 2, 3]))
+    return F32X8(types.int64), codegen
+
+
+@intrinsic
+def f8_halves8(typingctx, addr):
+    """Eight IEEE halves at addr as floats (an interleaved block's eight row scales)."""
+    def codegen(context, builder, sig, args):
+        return builder.fpext(_load(builder, args[0], ir.VectorType(ir.HalfType(), 8)), _F32X8)
     return F32X8(types.int64), codegen
 
 

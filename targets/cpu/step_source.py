@@ -149,7 +149,8 @@ def kernel_globals() -> dict:
     from .q8_kernels import Q8_LINEAR
     from .quant_kernels import QUANT_LINEAR
     # Integer dot products with 8-bit activations where the type has them; float otherwise.
-    g.update({f"LINEAR_{k}": v for k, v in {**QUANT_LINEAR, **Q8_LINEAR}.items()})
+    from .x8_kernels import X8_LINEAR
+    g.update({f"LINEAR_{k}": v for k, v in {**QUANT_LINEAR, **Q8_LINEAR, **X8_LINEAR}.items()})
     g.update({f"EMBED_{k}": v for k, v in QUANT_EMBED.items()})
     g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, layernorm=K.layernorm,
              act_rows=K.act_rows, rope=K.rope, mul_act=K.mul_act, add=K.add, scale=K.scale)

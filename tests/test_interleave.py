@@ -1,0 +1,118 @@
+"""CPU builds' eight-row interleaved Q4_0 / Q5_0 / Q8_0 matrices (quant/interleave.py) and
+their kernels (targets/cpu/x8_kernels.py).
+
+- `pack` and `unpack` only move bits: inverse on any bytes, and every interleaved field means
+  what the layout says (checked value by value against ggml's block layout);
+- the kernels against the gguf package's dequantizers, with test_q8_kernels' two bounds
+  (float32 summation order against the exact product of the quantized activations; half a
+  code step per activation against unquantized x), at 1 and 3 threads, with and without bias;
+- a token gets the same bits alone and in a prefill tile (batched sequences answer as alone).
+Which matrices a build interleaves: test_repack; the real Gemma artefact's q5_0x8 tensors:
+test_gemma3_gguf::test_q5_0_matrices_are_stored_interleaved.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ingot.quant.interleave import INTERLEAVED, ROWS, pack, unpack
+from ingot.quant.registry import get_format
+from ingot.targets.cpu.x8_kernels import X8_LINEAR
+from q8_activations import quantize_like_kernel
+from test_q8_kernels import _run
+from test_quant_kernels import random_rows
+
+pytestmark = pytest.mark.xdist_group("q8_kernels")  # shares test_q8_kernels' compiled helpers
+
+
+def _rows(name, N, K, rng):
+    raw, deq = random_rows(INTERLEAVED[name].base, N, K, rng)
+    return np.ascontiguousarray(pack(INTERLEAVED[name], raw)), deq, raw
+
+
+@pytest.mark.parametrize("name", sorted(INTERLEAVED))
+def test_pack_is_a_permutation_of_bits(name):
+    lay = INTERLEAVED[name]
+    rng = np.random.default_rng(11)
+    raw = rng.integers(0, 256, (16, 3 * lay.bb), dtype=np.uint8)
+    packed = pack(lay, raw)
+    assert packed.shape == raw.shape and np.array_equal(unpack(lay, packed), raw)
+    assert np.unpackbits(packed).sum() == np.unpackbits(raw).sum()
+    blocks = raw.reshape(2, ROWS, 3, lay.bb)                  # [group, row, block, bytes]
+    stored = packed.reshape(2, 3, lay.group_block_bytes)      # [group, block, bytes]
+    qs = blocks[..., -16:]  # ggml: value j < 16 in the low nibble of byte j, j + 16 high
+    u = np.concatenate([qs & 15, qs >> 4], axis=-1).astype(np.int32)
+    if lay.bits == 8:  # q8_0: int8 codes after d
+        u = blocks[..., 2:].astype(np.int32)
+    if lay.fifth:
+        qh = np.ascontiguousarray(blocks[..., 2:6]).view("<u4")[..., 0]
+        u |= ((qh[..., None] >> np.arange(32)) & 1).astype(np.int32) << 4
+    assert np.array_equal(stored[..., :16].reshape(2, 3, ROWS, 2),
+                          blocks[..., 0:2].transpose(0, 2, 1, 3))  # the rows' scales d
+    nib = stored[..., -128:]
+    for i in range(8):        # vector i, byte j: row j // 4, value 4i + j % 4
+        for j in range(32):
+            want = u[:, j // 4, :, 4 * i + j % 4]             # [group, block]
+            if lay.bits == 8:
+                assert np.array_equal(stored[..., 16 + 32 * i + j], want), (i, j)
+                continue
+            byte = nib[..., 32 * (i // 2) + j]
+            got = (byte >> 4) if i % 2 else (byte & 15)
+            if lay.fifth:
+                got = got | (((stored[..., 16 + j] >> i) & 1) << 4)
+            assert np.array_equal(got, want), (i, j)
+
+
+@pytest.mark.parametrize("name", sorted(INTERLEAVED))
+def test_interleaved_format_holds_the_base_values(name):
+    fmt, base = get_format(name), get_format(INTERLEAVED[name].base)
+    assert (fmt.block_size, fmt.block_bytes, fmt.group_rows) == (32, base.block_bytes, ROWS)
+    x = np.random.default_rng(4).standard_normal((16, 96)).astype(np.float32)
+    assert np.array_equal(fmt.dequantize(fmt.quantize(x)), base.dequantize(base.quantize(x)))
+    with pytest.raises(ValueError, match="groups of 8"):
+        fmt.quantize(x[:12])
+
+
+@pytest.mark.parametrize("name", sorted(X8_LINEAR))
+def test_x8_linear_matches_gguf(name):
+    kernel = X8_LINEAR[name]
+    rng = np.random.default_rng(300 + sorted(X8_LINEAR).index(name))
+    for N in (8, 40):
+        for K in (32, 96, 640):
+            raw, deq, _ = _rows(name, N, K, rng)
+            w64 = deq.astype(np.float64)
+            for n, pad in ((1, 0), (11, 3)):  # decode; a tile of eight and three alone
+                xs = K + pad
+                x = np.full((n, xs), np.nan, np.float32)  # columns past K must not be read
+                x[:, :K] = rng.standard_normal((n, K)) * rng.uniform(0.1, 10, (n, 1))
+                x[0, :32] = 0.0  # an all-zero block: dx = 0
+                xq, dx = quantize_like_kernel(x[:, :K])
+                x64 = x[:, :K].astype(np.float64)
+                for with_bias in (False, True):
+                    bias = rng.standard_normal(N).astype(np.float32) if with_bias else None
+                    b64 = bias.astype(np.float64) if with_bias else np.zeros(N)
+                    exact = xq @ w64.T + b64
+                    tol = 1e-4 * (np.abs(xq) @ np.abs(w64).T + np.abs(b64)) + 1e-30
+                    wabs = np.abs(w64).reshape(N, K // 32, 32).sum(axis=2)
+                    bound = (dx / 2) @ wabs.T + tol  # half a code step per activation
+                    for nth in (1, 3):
+                        got = _run(kernel, raw, N, K, x, xs, n, bias, nth)
+                        err = np.abs(got - exact)
+                        assert (err <= tol).all(), (
+                            f"{name} N={N} K={K} n={n} bias={with_bias} nth={nth}: max err "
+                            f"{err.max():.3g}, worst ratio {(err / tol).max():.3g}")
+                        assert (np.abs(got - (x64 @ w64.T + b64)) <= bound).all()
+
+
+@pytest.mark.parametrize("name", sorted(X8_LINEAR))
+def test_a_token_gets_the_same_bits_alone_and_in_a_tile(name):
+    kernel = X8_LINEAR[name]
+    rng = np.random.default_rng(17)
+    N, K = 24, 160
+    raw, _, _ = _rows(name, N, K, rng)
+    for n in (9, 13):
+        x = (rng.standard_normal((n, K)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+        together = _run(kernel, raw, N, K, x, K, n, None, 2)
+        for t in range(n):
+            alone = _run(kernel, raw, N, K, np.ascontiguousarray(x[t:t + 1]), K, 1, None, 1)
+            assert np.array_equal(alone[0], together[t]), f"{name}: n={n} token {t} differs"
