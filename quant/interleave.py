@@ -23,6 +23,7 @@ its size; the values are the base type's exactly (`pack` / `unpack` only move bi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -127,16 +128,8 @@ def interleaved_format(name: str):
     if lay is None:
         return None
     if name not in _FORMATS:
-        from .registry import QuantFormat, get_format
+        from .registry import get_format, layout_format
         base = get_format(lay.base)
-
-        def from_base(raw, lay=lay):
-            return pack(lay, raw)
-
-        def to_base(raw, lay=lay):
-            return unpack(lay, raw)
-        _FORMATS[name] = QuantFormat(
-            name, -1, base.block_size, base.block_bytes,
-            lambda x: from_base(base.quantize(x)), lambda raw: base.dequantize(to_base(raw)),
-            base=lay.base, from_base=from_base, to_base=to_base, group_rows=ROWS)
+        _FORMATS[name] = layout_format(name, lay.base, partial(pack, lay), partial(unpack, lay),
+                                       base.block_size, base.block_bytes, group_rows=ROWS)
     return _FORMATS[name]

@@ -44,6 +44,16 @@ class QuantFormat:
 FORMATS: dict = {}
 
 
+def layout_format(name: str, base_name: str, pack, unpack, block_size: int, block_bytes: int,
+                  group_rows: int = 1) -> QuantFormat:
+    """A CPU layout of a GGUF type: the base type's quantizer and dequantizer with the bytes
+    moved by `pack` ([rows, bytes] of the base type -> the layout's) and `unpack`."""
+    base = get_format(base_name)
+    return QuantFormat(name, -1, block_size, block_bytes,
+                       lambda x: pack(base.quantize(x)), lambda raw: base.dequantize(unpack(raw)),
+                       base=base_name, from_base=pack, to_base=unpack, group_rows=group_rows)
+
+
 def register(fmt: QuantFormat) -> QuantFormat:
     FORMATS[fmt.name] = fmt
     return fmt

@@ -18,6 +18,7 @@ type's exactly: `pack` and `unpack` only move bits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -97,16 +98,7 @@ def repacked_format(name: str):
     if lay is None:
         return None
     if name not in _FORMATS:
-        from .registry import QuantFormat, get_format
-        base = get_format(lay.base)
-
-        def from_base(raw, lay=lay):
-            return pack(lay, raw)
-
-        def to_base(raw, lay=lay):
-            return unpack(lay, raw)
-        _FORMATS[name] = QuantFormat(
-            name, -1, QUAD * base.block_size, lay.quad_bytes,
-            lambda x: from_base(base.quantize(x)), lambda raw: base.dequantize(to_base(raw)),
-            base=lay.base, from_base=from_base, to_base=to_base)
+        from .registry import get_format, layout_format
+        _FORMATS[name] = layout_format(name, lay.base, partial(pack, lay), partial(unpack, lay),
+                                       QUAD * get_format(lay.base).block_size, lay.quad_bytes)
     return _FORMATS[name]

@@ -18,8 +18,7 @@ import pytest
 from ingot.quant.interleave import INTERLEAVED, ROWS, pack, unpack
 from ingot.quant.registry import get_format
 from ingot.targets.cpu.x8_kernels import X8_LINEAR
-from q8_activations import quantize_like_kernel
-from test_q8_kernels import _run
+from test_q8_kernels import _run, check_against_gguf
 from test_quant_kernels import random_rows
 
 pytestmark = pytest.mark.xdist_group("q8_kernels")  # shares test_q8_kernels' compiled helpers
@@ -75,33 +74,13 @@ def test_interleaved_format_holds_the_base_values(name):
 
 @pytest.mark.parametrize("name", sorted(X8_LINEAR))
 def test_x8_linear_matches_gguf(name):
-    kernel = X8_LINEAR[name]
     rng = np.random.default_rng(300 + sorted(X8_LINEAR).index(name))
     for N in (8, 40):
         for K in (32, 96, 640):
             raw, deq, _ = _rows(name, N, K, rng)
-            w64 = deq.astype(np.float64)
-            for n, pad in ((1, 0), (11, 3)):  # decode; a tile of eight and three alone
-                xs = K + pad
-                x = np.full((n, xs), np.nan, np.float32)  # columns past K must not be read
-                x[:, :K] = rng.standard_normal((n, K)) * rng.uniform(0.1, 10, (n, 1))
-                x[0, :32] = 0.0  # an all-zero block: dx = 0
-                xq, dx = quantize_like_kernel(x[:, :K])
-                x64 = x[:, :K].astype(np.float64)
-                for with_bias in (False, True):
-                    bias = rng.standard_normal(N).astype(np.float32) if with_bias else None
-                    b64 = bias.astype(np.float64) if with_bias else np.zeros(N)
-                    exact = xq @ w64.T + b64
-                    tol = 1e-4 * (np.abs(xq) @ np.abs(w64).T + np.abs(b64)) + 1e-30
-                    wabs = np.abs(w64).reshape(N, K // 32, 32).sum(axis=2)
-                    bound = (dx / 2) @ wabs.T + tol  # half a code step per activation
-                    for nth in (1, 3):
-                        got = _run(kernel, raw, N, K, x, xs, n, bias, nth)
-                        err = np.abs(got - exact)
-                        assert (err <= tol).all(), (
-                            f"{name} N={N} K={K} n={n} bias={with_bias} nth={nth}: max err "
-                            f"{err.max():.3g}, worst ratio {(err / tol).max():.3g}")
-                        assert (np.abs(got - (x64 @ w64.T + b64)) <= bound).all()
+            # decode; a tile of eight and three alone, rows padded
+            check_against_gguf(X8_LINEAR[name], raw, deq, N, K, rng, name,
+                               tokens=((1, 0), (11, 3)))
 
 
 @pytest.mark.parametrize("name", sorted(X8_LINEAR))

@@ -44,38 +44,43 @@ def _run(kernel, raw, N, K, x, xs, n, bias, nth):
     return y[:n * N].reshape(n, N)
 
 
+def check_against_gguf(kernel, raw, deq, N, K, rng, label, tokens=((1, 0), (5, 3))):
+    """The kernel on rows `raw` (gguf's dequantization `deq`) within both bounds of the module
+    docstring, for each (tokens, row padding), with and without bias, at 1 and 3 threads."""
+    w64 = deq.astype(np.float64)
+    for n, pad in tokens:
+        xs = K + pad
+        x = np.full((n, xs), np.nan, np.float32)  # columns past K must not be read
+        x[:, :K] = rng.standard_normal((n, K)) * rng.uniform(0.1, 10, (n, 1))
+        x[0, :min(K, 32)] = 0.0  # an all-zero block: dx = 0
+        xq, dx = quantize_like_kernel(x[:, :K])
+        x64 = x[:, :K].astype(np.float64)
+        for with_bias in (False, True):
+            bias = rng.standard_normal(N).astype(np.float32) if with_bias else None
+            b64 = bias.astype(np.float64) if with_bias else np.zeros(N)
+            exact = xq @ w64.T + b64
+            tol = 1e-4 * (np.abs(xq) @ np.abs(w64).T + np.abs(b64)) + 1e-30
+            # Half a code step per activation, weighted by the block's |w|.
+            wabs = np.abs(w64).reshape(N, K // 32, 32).sum(axis=2)  # [N, blocks]
+            bound = (dx / 2) @ wabs.T + tol
+            for nth in (1, 3):
+                got = _run(kernel, raw, N, K, x, xs, n, bias, nth)
+                err = np.abs(got - exact)
+                assert (err <= tol).all(), (
+                    f"{label} N={N} K={K} n={n} bias={with_bias} nth={nth}: max err "
+                    f"{err.max():.3g}, worst ratio {(err / tol).max():.3g}")
+                assert (np.abs(got - (x64 @ w64.T + b64)) <= bound).all()
+
+
 @pytest.mark.parametrize("name", sorted(Q8_LINEAR))
 def test_q8_linear_matches_gguf(name):
-    kernel = Q8_LINEAR[name]
     bs = Q8_BLOCK_TYPES[name][1]
     rng = np.random.default_rng(100 + sorted(Q8_LINEAR).index(name))
     for N in (1, 7, 37):
         for nblocks in (1, 3):
             K = nblocks * bs
             raw, deq = random_rows(name, N, K, rng)
-            w64 = deq.astype(np.float64)
-            for n, pad in ((1, 0), (5, 3)):
-                xs = K + pad
-                x = np.full((n, xs), np.nan, np.float32)  # columns past K must not be read
-                x[:, :K] = rng.standard_normal((n, K)) * rng.uniform(0.1, 10, (n, 1))
-                x[0, :min(K, 32)] = 0.0  # an all-zero block: dx = 0
-                xq, dx = quantize_like_kernel(x[:, :K])
-                x64 = x[:, :K].astype(np.float64)
-                for with_bias in (False, True):
-                    bias = rng.standard_normal(N).astype(np.float32) if with_bias else None
-                    b64 = bias.astype(np.float64) if with_bias else np.zeros(N)
-                    exact = xq @ w64.T + b64
-                    tol = 1e-4 * (np.abs(xq) @ np.abs(w64).T + np.abs(b64)) + 1e-30
-                    # Half a code step per activation, weighted by the block's |w|.
-                    wabs = np.abs(w64).reshape(N, K // 32, 32).sum(axis=2)  # [N, blocks]
-                    bound = (dx / 2) @ wabs.T + tol
-                    for nth in (1, 3):
-                        got = _run(kernel, raw, N, K, x, xs, n, bias, nth)
-                        err = np.abs(got - exact)
-                        assert (err <= tol).all(), (
-                            f"{name} N={N} K={K} n={n} bias={with_bias} nth={nth}: max err "
-                            f"{err.max():.3g}, worst ratio {(err / tol).max():.3g}")
-                        assert (np.abs(got - (x64 @ w64.T + b64)) <= bound).all()
+            check_against_gguf(Q8_LINEAR[name], raw, deq, N, K, rng, name)
 
 
 def test_q8_types_cover_the_integer_formats():
