@@ -27,9 +27,9 @@ class ArtefactTensor:
         self._to_base = stored.to_base
         self._group = stored.group_rows
         if stored.group_rows > 1 and (row0 % stored.group_rows or rows % stored.group_rows):
-            raise IngotError(f"{path}: tensor {name} is stored in {stored.name} groups of "
-                             f"{stored.group_rows} rows but is read from row {row0} ({rows} "
-                             f"rows)")
+            raise IngotError(f"{path or 'artefact'}: tensor {name} is stored in {stored.name} "
+                             f"groups of {stored.group_rows} rows but is read from row {row0} "
+                             f"({rows} rows)")
         self.name, self.qtype = name, stored.base or stored.name
         self.fmt = get_format(self.qtype)
         k = entry["shape"][-1]
