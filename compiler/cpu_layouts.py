@@ -25,7 +25,7 @@ def regroup_for_cpu(graph) -> int:
         w = node.weights.get("w") if node.op is Op.LINEAR else None
         if w is None or id(w) in looked_up or len(w.shape) != 2:
             continue
-        if w.dtype in INTERLEAVES and _whole_groups(w):
+        if w.dtype in INTERLEAVES and _rows_in_groups(w):
             w.dtype = INTERLEAVES[w.dtype]
         elif w.dtype in REPACKED and w.shape[1] % (32 * QUAD) == 0:
             w.dtype = REPACKED[w.dtype]
@@ -35,7 +35,7 @@ def regroup_for_cpu(graph) -> int:
     return changed
 
 
-def _whole_groups(w) -> bool:
+def _rows_in_groups(w) -> bool:
     """Rows in whole groups of ROWS, in each fused part too (a recompile from the artefact
     reads a part's rows on their own)."""
     kind, src = w.source

@@ -18,7 +18,7 @@ import pytest
 from ingot.quant.interleave import INTERLEAVED, ROWS, pack, unpack
 from ingot.quant.registry import get_format
 from ingot.targets.cpu.x8_kernels import X8_LINEAR
-from test_q8_kernels import _run, check_against_gguf
+from test_q8_kernels import check_against_gguf, check_alone_equals_tile
 from test_quant_kernels import random_rows
 
 pytestmark = pytest.mark.xdist_group("q8_kernels")  # shares test_q8_kernels' compiled helpers
@@ -85,13 +85,7 @@ def test_x8_linear_matches_gguf(name):
 
 @pytest.mark.parametrize("name", sorted(X8_LINEAR))
 def test_a_token_gets_the_same_bits_alone_and_in_a_tile(name):
-    kernel = X8_LINEAR[name]
     rng = np.random.default_rng(17)
     N, K = 24, 160
     raw, _, _ = _rows(name, N, K, rng)
-    for n in (9, 13):
-        x = (rng.standard_normal((n, K)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
-        together = _run(kernel, raw, N, K, x, K, n, None, 2)
-        for t in range(n):
-            alone = _run(kernel, raw, N, K, np.ascontiguousarray(x[t:t + 1]), K, 1, None, 1)
-            assert np.array_equal(alone[0], together[t]), f"{name}: n={n} token {t} differs"
+    check_alone_equals_tile(X8_LINEAR[name], raw, N, K, rng, name, nth=2)

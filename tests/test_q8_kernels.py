@@ -97,14 +97,19 @@ def test_a_token_gets_the_same_bits_alone_and_in_a_tile(name):
     """A 9-token call runs a tile of eight and one token alone, a 13-token call tiles of eight
     and five: each row equals the call with that token alone, bit for bit (batched sequences
     answer as they would alone)."""
-    kernel = Q8_LINEAR[name]
     bs = Q8_BLOCK_TYPES[name][1]
     rng = np.random.default_rng(7 + sorted(Q8_LINEAR).index(name))
     N, K = 9, (3 if bs == 32 else 2) * bs  # 32-value types: a partial quad too
     raw, _ = random_rows(name, N, K, rng)
+    check_alone_equals_tile(Q8_LINEAR[name], raw, N, K, rng, name)
+
+
+def check_alone_equals_tile(kernel, raw, N, K, rng, label, nth=1):
+    """9 and 13 tokens in one call (`nth` threads): each row is, bit for bit, the call with
+    that token alone."""
     for n in (9, 13):
         x = (rng.standard_normal((n, K)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
-        together = _run(kernel, raw, N, K, x, K, n, None, 1)
+        together = _run(kernel, raw, N, K, x, K, n, None, nth)
         for t in range(n):
             alone = _run(kernel, raw, N, K, np.ascontiguousarray(x[t:t + 1]), K, 1, None, 1)
-            assert np.array_equal(alone[0], together[t]), f"{name}: n={n} token {t} differs"
+            assert np.array_equal(alone[0], together[t]), f"{label}: n={n} token {t} differs"

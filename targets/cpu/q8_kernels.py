@@ -102,6 +102,17 @@ def quantize_row(x, K, X):
         S[q4 + 4] = d * np.float32(s1)
 
 
+@helper(**KW)
+def quantize_rows(x, xs_, n, K, scratch):
+    """The n input rows (xs_ floats apart) quantized into scratch, one after another; returns
+    (bytes per row, offset of the dx, offset of the half sums). Every thread quantizes all
+    rows: no barrier, and it is cheap."""
+    QB = q8_row_bytes(K)
+    for t in range(n):
+        quantize_row(x + t * xs_ * 4, K, scratch + t * QB)
+    return QB, q8_dx_offset(K), q8_sums_offset(K)
+
+
 # --- block types as quads of pieces ---
 
 def quads_small(codes, BB, signed, mconst, moff):
@@ -416,11 +427,7 @@ def make_q8_linear(quads, block_size, block_bytes):
         lo, hi = split(N, tid, nth)
         if lo >= hi:
             return
-        QB = q8_row_bytes(K)
-        oD = q8_dx_offset(K)
-        oS = q8_sums_offset(K)
-        for t in range(n):  # every thread quantizes all rows: no barrier, and it is cheap
-            quantize_row(x + t * xs_ * 4, K, scratch + t * QB)
+        QB, oD, oS = quantize_rows(x, xs_, n, K, scratch)
         Y = ptr_f32(y)
         A = stack_addr(256)  # the tile's accumulators: 32 bytes x TILE (a literal)
         nb = K // BS

@@ -1,7 +1,7 @@
 """Matrices stored eight rows interleaved (quant/interleave.py: q4_0x8, q5_0x8, q8_0x8).
 
 `linear(x, xs, n, K, w, N, b, y, scratch, tid, nth)` as the other 8-bit-activation kernels:
-each thread quantizes the input rows into its scratch (q8_kernels.quantize_row) and takes a
+each thread quantizes the input rows into its scratch (q8_kernels.quantize_rows) and takes a
 run of eight-row groups. Per block of 32 values a group's codes are eight byte vectors; each
 is multiplied by four activation codes broadcast across its lanes, so the eight int32 lanes
 summed over the block are the eight rows' block sums (no horizontal reduction), converted
@@ -22,7 +22,7 @@ from ...quant.interleave import INTERLEAVED, ROWS
 from .inlining import helper
 from .intrinsics import prefetch, ptr_f32, stack_addr
 from .kernels import KW, split
-from .q8_kernels import q8_dx_offset, q8_row_bytes, q8_sums_offset, quantize_row
+from .q8_kernels import quantize_rows
 from .simd import (b32_and, b32_load, b32_or, b32_shl, b32_shr, dot_i8_bcast, dot_u8_bcast,
                    f8_add, f8_halves8, f8_load, f8_madd_i, f8_msub, f8_mul, f8_splat, f8_store,
                    f8_zero, i8_add)
@@ -101,11 +101,7 @@ def make_x8_linear(lay):
         lo, hi = split(N // ROWS, tid, nth)
         if lo >= hi:
             return
-        QB = q8_row_bytes(K)
-        oD = q8_dx_offset(K)
-        oS = q8_sums_offset(K)
-        for t in range(n):  # every thread quantizes all rows: no barrier, and it is cheap
-            quantize_row(x + t * xs_ * 4, K, scratch + t * QB)
+        QB, oD, oS = quantize_rows(x, xs_, n, K, scratch)
         nb = K // 32
         A = stack_addr(256)  # a tile's accumulators: 32 bytes x TILE
         for g in range(lo, hi):
