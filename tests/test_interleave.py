@@ -6,17 +6,22 @@ their kernels (targets/cpu/x8_kernels.py).
 - the kernels against the gguf package's dequantizers, with test_q8_kernels' two bounds
   (float32 summation order against the exact product of the quantized activations; half a
   code step per activation against unquantized x), at 1 and 3 threads, with and without bias;
-- a token gets the same bits alone and in a prefill tile (batched sequences answer as alone).
+- a token gets the same bits alone and in a prefill tile (batched sequences answer as alone);
+- the largest codes against the largest activations stay exact: the unsigned kernels add their
+  byte products in int16 before widening (simd.dot4_u8_bcast / dot8_u8_bcast), which is exact
+  only while the codes stay in range.
 Which matrices a build interleaves: test_repack; the real Gemma artefact's q5_0x8 tensors:
 test_gemma3_gguf::test_q5_0_matrices_are_stored_interleaved.
 """
 from __future__ import annotations
 
+import gguf
 import numpy as np
 import pytest
 
 from ingot.quant.interleave import INTERLEAVED, ROWS, pack, unpack
 from ingot.quant.registry import get_format
+from ingot.targets.cpu.q8_kernels import q8_row_bytes
 from ingot.targets.cpu.x8_kernels import X8_LINEAR
 from test_q8_kernels import check_against_gguf, check_alone_equals_tile
 from test_quant_kernels import random_rows
@@ -89,3 +94,28 @@ def test_a_token_gets_the_same_bits_alone_and_in_a_tile(name):
     N, K = 24, 160
     raw, _, _ = _rows(name, N, K, rng)
     check_alone_equals_tile(X8_LINEAR[name], raw, N, K, rng, name, nth=2)
+
+
+@pytest.mark.parametrize("name", ["q4_0x8", "q5_0x8"])
+def test_extreme_codes_stay_exact(name):
+    """Every code at its largest (15 or 31) or zero, activations all +-x (quantized to
+    +-127): the int16 partial sums reach their bound (8 x 2 x 15 x 127 or 4 x 2 x 31 x 127,
+    just under 32768); a wrapped sum would be off by 65536 code units."""
+    base = INTERLEAVED[name].base
+    bs, bb = 32, get_format(base).block_bytes
+    N, K = 16, 256
+    blocks = np.full((N * K // bs, bb), 0xFF, np.uint8)
+    blocks[N * K // bs // 2:, 2:] = 0  # the second half of the rows: every code 0
+    blocks[:, 0:2] = np.array([0.5], np.float16).view(np.uint8)
+    raw = blocks.reshape(N, -1)
+    deq = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[base.upper()]).reshape(N, K)
+    x8 = np.ascontiguousarray(pack(INTERLEAVED[name], raw))
+    for sign in (1.0, -1.0):
+        for n in (1, 3):  # a decode step and a tile
+            x = np.full((n, K), sign * 3.0, np.float32)
+            y = np.zeros(n * N, np.float32)
+            scratch = np.zeros(n * q8_row_bytes(K), np.uint8)
+            X8_LINEAR[name](x.ctypes.data, K, n, K, x8.ctypes.data, N, 0, y.ctypes.data,
+                            scratch.ctypes.data, 0, 1)
+            want = x.astype(np.float64) @ deq.T.astype(np.float64)
+            np.testing.assert_allclose(y.reshape(n, N), want, rtol=1e-5)

@@ -202,9 +202,8 @@ def _dot_kind():
 def _dot(signed_weights, broadcast=False):
     def codegen(context, builder, sig, args):
         w, xaddr = args
-        if broadcast:  # four activation bytes, the same in every 32-bit lane
-            x4 = _load(builder, xaddr, _I32)
-            x = builder.bitcast(_splat(builder, x4, _I32X8), _B32)
+        if broadcast:
+            x = _bcast(builder, xaddr)
         else:
             x = _load(builder, xaddr, _B32)
         kind = _dot_kind()
@@ -249,6 +248,61 @@ def dot_i8_bcast(typingctx, w, xaddr):
     if w != B32:
         return None
     return I32X8(B32, types.int64), _dot(True, broadcast=True)
+
+
+def _bcast(builder, xaddr):
+    """The four int8 activations at xaddr, the same in every 32-bit lane."""
+    return builder.bitcast(_splat(builder, _load(builder, xaddr, _I32), _I32X8), _B32)
+
+
+def _dot_sum_bcast(n):
+    """sum_i dot_u8_bcast(w_i, xaddr + 4 i) for n unsigned weight vectors, in one reduction:
+    on AVX2 the n byte products are added as int16 before the one `vpmaddwd` (n - 1 fewer
+    widening steps), VNNI and sdot accumulate in place. The caller bounds the codes so the
+    int16 sums stay exact: n * 2 * max_code * 127 < 32768."""
+    def codegen(context, builder, sig, args):
+        *ws, xaddr = args
+        xs = [_bcast(builder, builder.add(xaddr, ir.Constant(ir.IntType(64), 4 * i)))
+              for i in range(n)]
+        kind = _dot_kind()
+        if kind == "avx2":
+            s16 = _maddubs(builder, ws[0], xs[0])
+            for w, x in zip(ws[1:], xs[1:]):
+                s16 = builder.add(s16, _maddubs(builder, w, x))
+            return _madd(builder, s16, ir.Constant(ir.VectorType(_I16, 16), [1] * 16))
+        if kind == "vnni":
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_I32X8, [_I32X8] * 3),
+                "llvm.x86.avx512.vpdpbusd.256")
+            acc = ir.Constant(_I32X8, [0] * 8)
+            for w, x in zip(ws, xs):
+                acc = builder.call(fn, [acc, builder.bitcast(w, _I32X8), builder.bitcast(x, _I32X8)])
+            return acc
+        dots = [(_sdot(builder, w, x) if kind == "sdot" else
+                 _pairs_to_i32x8(builder, builder.mul(builder.zext(w, ir.VectorType(_I16, 32)),
+                                                      builder.sext(x, ir.VectorType(_I16, 32)))))
+                for w, x in zip(ws, xs)]
+        acc = dots[0]
+        for d in dots[1:]:
+            acc = builder.add(acc, d)
+        return acc
+    return codegen
+
+
+@intrinsic
+def dot4_u8_bcast(typingctx, w0, w1, w2, w3, xaddr):
+    """dot_u8_bcast(w_i, xaddr + 4 i) summed over four vectors of codes below 32 (q5)."""
+    if any(w != B32 for w in (w0, w1, w2, w3)):
+        return None
+    return I32X8(B32, B32, B32, B32, types.int64), _dot_sum_bcast(4)
+
+
+@intrinsic
+def dot8_u8_bcast(typingctx, w0, w1, w2, w3, w4, w5, w6, w7, xaddr):
+    """dot_u8_bcast(w_i, xaddr + 4 i) summed over eight vectors of codes below 16 (q4)."""
+    if any(w != B32 for w in (w0, w1, w2, w3, w4, w5, w6, w7)):
+        return None
+    return I32X8(*([B32] * 8), types.int64), _dot_sum_bcast(8)
 
 
 @intrinsic

@@ -21,9 +21,10 @@ from numba import njit
 from ...quant.interleave import INTERLEAVED, ROWS
 from .inlining import helper
 from .intrinsics import prefetch, ptr_f32, stack_addr
-from .kernels import KW, split
+from .kernels import KW, PREFETCH_BYTES, split
 from .q8_kernels import quantize_rows
-from .simd import (b32_and, b32_load, b32_or, b32_shl, b32_shr, dot_i8_bcast, dot_u8_bcast,
+from .simd import (b32_and, b32_load, b32_or, b32_shl, b32_shr, dot4_u8_bcast, dot8_u8_bcast,
+                   dot_i8_bcast,
                    f8_add, f8_halves8, f8_load, f8_madd_i, f8_msub, f8_mul, f8_splat, f8_store,
                    f8_zero, i8_add)
 
@@ -66,19 +67,25 @@ def make_codes(fifth):
 
 
 @helper(**KW)
-def _dot(v, xa, signed):
-    return dot_i8_bcast(v, xa) if signed else dot_u8_bcast(v, xa)
+def _dot_i8(v, xa):
+    return dot_i8_bcast(v, xa)
 
 
 @helper(**KW)
-def _token(acc, xa, dx, s, sw, mconst, signed, v0, v1, v2, v3, v4, v5, v6, v7):
-    """One token's block: the eight rows' exact sums, scaled, minus the offset term."""
-    i = i8_add(i8_add(i8_add(_dot(v0, xa, signed), _dot(v1, xa + 4, signed)),
-                      i8_add(_dot(v2, xa + 8, signed), _dot(v3, xa + 12, signed))),
-               i8_add(i8_add(_dot(v4, xa + 16, signed), _dot(v5, xa + 20, signed)),
-                      i8_add(_dot(v6, xa + 24, signed), _dot(v7, xa + 28, signed))))
+def _token(acc, xa, dx, s, sw, mconst, bits, v0, v1, v2, v3, v4, v5, v6, v7):
+    """One token's block: the eight rows' exact sums, scaled, minus the offset term. Unsigned
+    codes are summed in int16 before widening, as many vectors as stay exact (simd)."""
+    if bits == 4:
+        i = dot8_u8_bcast(v0, v1, v2, v3, v4, v5, v6, v7, xa)
+    elif bits == 5:
+        i = i8_add(dot4_u8_bcast(v0, v1, v2, v3, xa), dot4_u8_bcast(v4, v5, v6, v7, xa + 16))
+    else:
+        i = i8_add(i8_add(i8_add(_dot_i8(v0, xa), _dot_i8(v1, xa + 4)),
+                          i8_add(_dot_i8(v2, xa + 8), _dot_i8(v3, xa + 12))),
+                   i8_add(i8_add(_dot_i8(v4, xa + 16), _dot_i8(v5, xa + 20)),
+                          i8_add(_dot_i8(v6, xa + 24), _dot_i8(v7, xa + 28))))
     acc = f8_madd_i(acc, i, f8_mul(sw, f8_splat(dx)))
-    if signed:
+    if bits == 8:
         return acc
     return f8_msub(acc, sw, f8_splat(mconst * s))
 
@@ -92,9 +99,10 @@ def block_sum(S, b):
 
 def make_x8_linear(lay):
     GB = lay.group_block_bytes
-    signed = lay.bits == 8
+    ahead = max(4, PREFETCH_BYTES // GB) * GB  # whole group blocks
+    bits = lay.bits
     mconst = np.float32({4: 8, 5: 16, 8: 0}[lay.bits])
-    codes = codes8 if signed else make_codes(lay.fifth)
+    codes = codes8 if bits == 8 else make_codes(lay.fifth)
 
     @njit(**KW)
     def linear(x, xs_, n, K, w, N, b, y, scratch, tid, nth):
@@ -119,7 +127,7 @@ def make_x8_linear(lay):
                     for k in range(T):
                         X = scratch + (t + k) * QB
                         a = _token(f8_load(A + 32 * k), X + 32 * blk, ptr_f32(X + oD)[blk],
-                                   block_sum(ptr_f32(X + oS), blk), sw, mconst, signed,
+                                   block_sum(ptr_f32(X + oS), blk), sw, mconst, bits,
                                    v0, v1, v2, v3, v4, v5, v6, v7)
                         f8_store(A + 32 * k, a)
                 for k in range(T):
@@ -133,11 +141,11 @@ def make_x8_linear(lay):
                 acc = f8_zero()
                 for blk in range(nb):
                     p = grp + blk * GB
-                    for c in range(0, GB, 64):  # the stream a few blocks ahead
-                        prefetch(p + 4 * GB + c)
+                    for c in range(0, GB, 64):
+                        prefetch(p + ahead + c)
                     v0, v1, v2, v3, v4, v5, v6, v7 = codes(p)
                     acc = _token(acc, X + 32 * blk, D[blk], block_sum(S, blk), f8_halves8(p),
-                                 mconst, signed, v0, v1, v2, v3, v4, v5, v6, v7)
+                                 mconst, bits, v0, v1, v2, v3, v4, v5, v6, v7)
                 f8_store(y + 4 * (t * N + ROWS * g), f8_add(acc, bias))
                 t += 1
     return linear
