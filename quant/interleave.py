@@ -36,6 +36,7 @@ class Interleaved:
     base: str      # the GGUF type
     bb: int        # bytes of one base block
     bits: int      # bits per code: 4, 5 (a plane of fifth bits after the scales) or 8
+    superblock = False  # 32-value blocks; quant/interleave_k.py's K-quant layouts: 256
 
     @property
     def fifth(self) -> bool:
@@ -51,8 +52,6 @@ INTERLEAVED = {
     "q5_0x8": Interleaved("q5_0", 22, 5),
     "q8_0x8": Interleaved("q8_0", 34, 8),
 }
-INTERLEAVES = {lay.base: name for name, lay in INTERLEAVED.items()}  # base type -> layout
-
 _BIT = np.arange(8, dtype=np.uint8)
 
 
@@ -67,17 +66,44 @@ def _codes(lay: Interleaved, b: np.ndarray) -> np.ndarray:
     return u
 
 
-def pack(lay: Interleaved, raw: np.ndarray) -> np.ndarray:
+def to_vectors(u: np.ndarray) -> np.ndarray:
+    """[..., 8 rows, 32 values] codes -> [..., 8 vectors, 32 bytes]: vector i byte j is row
+    j // 4's value 4i + j % 4."""
+    lead = u.shape[:-2]
+    return u.reshape(*lead, ROWS, 8, 4).swapaxes(-3, -2).reshape(*lead, 8, 32)
+
+
+def from_vectors(v: np.ndarray) -> np.ndarray:
+    """The inverse of `to_vectors`."""
+    lead = v.shape[:-2]
+    return v.reshape(*lead, 8, ROWS, 4).swapaxes(-3, -2).reshape(*lead, ROWS, 32)
+
+
+def to_nibbles(v: np.ndarray) -> np.ndarray:
+    """[..., 8 vectors, 32] codes below 16 -> [..., 128] bytes: bytes 32m..32m+31 hold vector
+    2m in the low nibbles and 2m + 1 in the high ones."""
+    return (v[..., 0::2, :] | (v[..., 1::2, :] << 4)).reshape(*v.shape[:-2], 128)
+
+
+def from_nibbles(p: np.ndarray) -> np.ndarray:
+    """[..., 128] bytes -> [..., 8 vectors, 32] (the inverse of `to_nibbles`)."""
+    nibs = p.reshape(*p.shape[:-1], 4, 32)
+    v = np.empty((*p.shape[:-1], 8, 32), np.uint8)
+    v[..., 0::2, :] = nibs & 15
+    v[..., 1::2, :] = nibs >> 4
+    return v
+
+
+def pack(lay, raw: np.ndarray) -> np.ndarray:
     """[rows, nb * bb] base bytes (rows a multiple of 8) -> the same bytes interleaved."""
     rows = raw.shape[0]
     if rows % ROWS:
         raise ValueError(f"{lay.base}: {rows} rows are not whole groups of {ROWS}")
     b = np.ascontiguousarray(raw, np.uint8).reshape(rows // ROWS, ROWS, -1, lay.bb)
     b = b.transpose(0, 2, 1, 3)                      # [groups, blocks, 8 rows, bb]
-    u = _codes(lay, b)                               # [g, nb, 8 rows, 32 values]
-    # vector i byte j = row j // 4, value 4i + j % 4
-    v = u.reshape(*u.shape[:2], ROWS, 8, 4).transpose(0, 1, 3, 2, 4)
-    v = v.reshape(*u.shape[:2], 8, 32)               # [g, nb, vector i, byte j]
+    if lay.superblock:
+        return pack_group_blocks(lay, b).reshape(rows, -1)
+    v = to_vectors(_codes(lay, b))                   # [g, nb, vector i, byte j]
     parts = [b[..., 0:2].reshape(*b.shape[:2], 16)]
     if lay.bits == 8:
         parts.append(v.reshape(*b.shape[:2], 256))
@@ -85,28 +111,24 @@ def pack(lay: Interleaved, raw: np.ndarray) -> np.ndarray:
     if lay.fifth:
         parts.append(np.bitwise_or.reduce(((v >> 4) & 1) << _BIT[:, None], axis=2)
                      .astype(np.uint8))
-    nib = v & 15
-    parts.append((nib[:, :, 0::2] | (nib[:, :, 1::2] << 4)).reshape(*b.shape[:2], 128))
+    parts.append(to_nibbles(v & 15))
     return np.concatenate(parts, axis=-1).reshape(rows, -1)
 
 
-def unpack(lay: Interleaved, raw: np.ndarray) -> np.ndarray:
+def unpack(lay, raw: np.ndarray) -> np.ndarray:
     """The inverse of `pack`."""
     rows = raw.shape[0]
     g = rows // ROWS
     p = np.ascontiguousarray(raw, np.uint8).reshape(g, -1, lay.group_block_bytes)
     nb = p.shape[1]
-    if lay.bits == 8:
-        v = p[..., 16:].reshape(g, nb, 8, 32)
-    else:
-        nibs = p[..., -128:].reshape(g, nb, 4, 32)
-        v = np.empty((g, nb, 8, 32), np.uint8)
-        v[:, :, 0::2] = nibs & 15
-        v[:, :, 1::2] = nibs >> 4
+    if lay.superblock:
+        out = unpack_group_blocks(lay, p)
+        return out.transpose(0, 2, 1, 3).reshape(rows, -1)
+    v = p[..., 16:].reshape(g, nb, 8, 32) if lay.bits == 8 else from_nibbles(p[..., -128:])
     if lay.fifth:
         f = p[..., 16:48]
         v |= ((f[:, :, None, :] >> _BIT[:, None]) & 1) << 4
-    u = v.reshape(g, nb, 8, ROWS, 4).transpose(0, 1, 3, 2, 4).reshape(g, nb, ROWS, 32)
+    u = from_vectors(v)
     out = np.empty((g, nb, ROWS, lay.bb), np.uint8)
     out[..., 0:2] = p[..., 0:16].reshape(g, nb, ROWS, 2)
     if lay.bits == 8:
@@ -118,6 +140,12 @@ def unpack(lay: Interleaved, raw: np.ndarray) -> np.ndarray:
     out[..., -16:] = low[..., :16] | (low[..., 16:] << 4)
     return out.transpose(0, 2, 1, 3).reshape(rows, -1)
 
+
+# the K-quant layouts build on the helpers above
+from .interleave_k import K_INTERLEAVED, pack_group_blocks, unpack_group_blocks  # noqa: E402
+
+INTERLEAVED.update(K_INTERLEAVED)
+INTERLEAVES = {lay.base: name for name, lay in INTERLEAVED.items()}  # base type -> layout
 
 _FORMATS: dict = {}
 

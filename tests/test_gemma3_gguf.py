@@ -125,12 +125,13 @@ def test_matches_transformers_on_dequantized_weights(gemma, gemma_gguf):
         assert int(np.argmax(got)) == int(np.argmax(ref))
 
 
-def test_q5_0_matrices_are_stored_interleaved(gemma_artefact, gemma_gguf):
-    """A CPU build stores the file's Q5_0 matrices eight rows interleaved
-    (quant/interleave.py): in the first and last layers every part of every q5_0x8 tensor is
-    the file's bytes, moved; and the artefact read back as a source (--from-uqff) gives the
-    file's bytes again. (The kernels on interleaved rows against gguf's dequantizer:
-    test_interleave; the tokens above run on them.)"""
+def test_matrices_are_stored_interleaved(gemma_artefact, gemma_gguf):
+    """A CPU build stores the file's Q5_0, Q8_0, Q4_K and Q6_K matrices eight rows
+    interleaved (quant/interleave.py, interleave_k.py): in the first and last layers every
+    part of every interleaved tensor is the file's bytes, moved; and the artefact read back as
+    a source (--from-uqff) gives the file's bytes again. (The kernels on interleaved rows
+    against gguf's dequantizer: test_interleave, test_interleave_k; the tokens above run on
+    them.)"""
     from ingot.compiler.source import open_source
     from ingot.compiler.source_artefact import open_artefact
     from ingot.quant.interleave import INTERLEAVED, unpack
@@ -139,19 +140,20 @@ def test_q5_0_matrices_are_stored_interleaved(gemma_artefact, gemma_gguf):
     art = Artefact(gemma_artefact)
     weights = np.frombuffer(art.section("weights"), np.uint8)
     file, back = open_source(str(gemma_gguf)), open_artefact(gemma_artefact)
-    checked = 0
+    checked = {}
     for t in art.json("plan")["tensors"]:
-        if t["dtype"] != "q5_0x8" or t["name"].split(".")[1] not in ("0", "17"):
+        lay = INTERLEAVED.get(t["dtype"])
+        if lay is None or t["name"].split(".")[1] not in ("0", "17"):
             continue
-        rows, rb = t["shape"][0], get_format("q5_0").row_bytes(t["shape"][1])
+        rows, rb = t["shape"][0], get_format(lay.base).row_bytes(t["shape"][1])
         stored = weights[t["offset"]:t["offset"] + rows * rb].reshape(rows, rb)
         row = 0
         for name, n in t["parts"]:
             want = np.asarray(file.lookup(name).raw()).reshape(n, rb)
-            assert np.array_equal(unpack(INTERLEAVED["q5_0x8"], stored[row:row + n]), want), \
-                name
+            assert np.array_equal(unpack(lay, stored[row:row + n]), want), name
             assert not np.array_equal(stored[row:row + n], want)  # really interleaved
             assert np.array_equal(back.lookup(name).raw().reshape(n, rb), want), name
             row += n
-            checked += 1
-    assert checked >= 4
+            checked[t["dtype"]] = checked.get(t["dtype"], 0) + 1
+    assert set(checked) == {"q5_0x8", "q8_0x8", "q4_kx8", "q6_kx8"}, checked
+    assert checked["q5_0x8"] >= 4

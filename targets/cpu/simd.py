@@ -290,6 +290,14 @@ def _dot_sum_bcast(n):
 
 
 @intrinsic
+def dot2_u8_bcast(typingctx, w0, w1, xaddr):
+    """dot_u8_bcast(w_i, xaddr + 4 i) summed over two vectors of codes below 64 (q6_k)."""
+    if w0 != B32 or w1 != B32:
+        return None
+    return I32X8(B32, B32, types.int64), _dot_sum_bcast(2)
+
+
+@intrinsic
 def dot4_u8_bcast(typingctx, w0, w1, w2, w3, xaddr):
     """dot_u8_bcast(w_i, xaddr + 4 i) summed over four vectors of codes below 32 (q5)."""
     if any(w != B32 for w in (w0, w1, w2, w3)):
@@ -588,6 +596,44 @@ def f8_halves4x2_at(typingctx, addr):
         return builder.shuffle_vector(f, f, ir.Constant(ir.VectorType(_I32, 8),
                                                         [0, 1, 2, 3, 0, 1, 2, 3]))
     return F32X8(types.int64), codegen
+
+
+@intrinsic
+def b32_store(typingctx, addr, v):
+    """Store 32 bytes at any address."""
+    if v != B32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        st = builder.store(args[1], _ptr(builder, args[0], _B32))
+        st.align = 1
+        return context.get_dummy_value()
+    return types.none(types.int64, B32), codegen
+
+
+def _i8_bytes8(signed):
+    @intrinsic
+    def load(typingctx, addr):
+        def codegen(context, builder, sig, args):
+            b = _load(builder, args[0], ir.VectorType(_I8, 8))
+            return (builder.sext if signed else builder.zext)(b, _I32X8)
+        return I32X8(types.int64), codegen
+    return load
+
+
+i8_load_u8 = _i8_bytes8(False)  # eight bytes at addr, zero-extended to int32 lanes
+i8_load_s8 = _i8_bytes8(True)   # eight int8 at addr, sign-extended
+
+
+@intrinsic
+def i8_mul(typingctx, a, b):
+    """Lane-wise int32 product (exact while the lanes stay in range)."""
+    if a != I32X8 or b != I32X8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.mul(args[0], args[1])
+    return I32X8(I32X8, I32X8), codegen
 
 
 @intrinsic

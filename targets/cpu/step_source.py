@@ -150,7 +150,9 @@ def kernel_globals() -> dict:
     from .quant_kernels import QUANT_LINEAR
     # Integer dot products with 8-bit activations where the type has them; float otherwise.
     from .x8_kernels import X8_LINEAR
-    g.update({f"LINEAR_{k}": v for k, v in {**QUANT_LINEAR, **Q8_LINEAR, **X8_LINEAR}.items()})
+    from .xk_kernels import XK_LINEAR
+    g.update({f"LINEAR_{k}": v for k, v in {**QUANT_LINEAR, **Q8_LINEAR, **X8_LINEAR,
+                                              **XK_LINEAR}.items()})
     g.update({f"EMBED_{k}": v for k, v in QUANT_EMBED.items()})
     g.update(rmsnorm=K.rmsnorm, add_rmsnorm=K.add_rmsnorm, layernorm=K.layernorm,
              act_rows=K.act_rows, rope=K.rope, mul_act=K.mul_act, add=K.add, scale=K.scale)

@@ -46,16 +46,21 @@ def codes8(p):
             b32_load(p + 144), b32_load(p + 176), b32_load(p + 208), b32_load(p + 240))
 
 
+@helper(**KW)
+def nibble_vectors(a):
+    """The eight vectors of 4-bit codes in the 128 bytes at a (interleave.to_nibbles)."""
+    n0, n1, n2, n3 = b32_load(a), b32_load(a + 32), b32_load(a + 64), b32_load(a + 96)
+    return (b32_and(n0, 15), b32_shr(n0, 4), b32_and(n1, 15), b32_shr(n1, 4),
+            b32_and(n2, 15), b32_shr(n2, 4), b32_and(n3, 15), b32_shr(n3, 4))
+
+
 def make_codes(fifth):
     on = 48 if fifth else 16  # the nibbles, after the scales (and the fifth bits)
 
     @helper(**KW)
     def codes(p):
         """A group block's eight code vectors (unsigned, 4 or 5 bits)."""
-        n0, n1 = b32_load(p + on), b32_load(p + on + 32)
-        n2, n3 = b32_load(p + on + 64), b32_load(p + on + 96)
-        v0, v1, v2, v3 = b32_and(n0, 15), b32_shr(n0, 4), b32_and(n1, 15), b32_shr(n1, 4)
-        v4, v5, v6, v7 = b32_and(n2, 15), b32_shr(n2, 4), b32_and(n3, 15), b32_shr(n3, 4)
+        v0, v1, v2, v3, v4, v5, v6, v7 = nibble_vectors(p + on)
         if fifth:
             f = b32_load(p + 16)
             v0, v1 = b32_or(v0, _fifth(f, 0)), b32_or(v1, _fifth(f, 1))
@@ -151,4 +156,5 @@ def make_x8_linear(lay):
     return linear
 
 
-X8_LINEAR = {name: make_x8_linear(lay) for name, lay in INTERLEAVED.items()}
+X8_LINEAR = {name: make_x8_linear(lay) for name, lay in INTERLEAVED.items()
+             if not lay.superblock}
