@@ -15,6 +15,10 @@ from ..quant.interleave import INTERLEAVES, ROWS
 from ..quant.repack import QUAD, REPACKED
 from .ir import Op
 
+# Interleaved layouts that the embedding lookup reads in place (quant_embed.embed_q8_0x8): a
+# tied Q8_0 table, the usual one in GGUF files, is the output head's largest matrix.
+LOOKED_UP_LAYOUTS = {"q8_0x8"}
+
 
 def regroup_for_cpu(graph) -> int:
     """Give the graph's eligible matrices their regrouped type (in place: the weights are this
@@ -23,11 +27,13 @@ def regroup_for_cpu(graph) -> int:
     changed = 0
     for node in graph.nodes:
         w = node.weights.get("w") if node.op is Op.LINEAR else None
-        if w is None or id(w) in looked_up or len(w.shape) != 2:
+        if w is None or len(w.shape) != 2:
             continue
-        if w.dtype in INTERLEAVES and _rows_in_groups(w):
+        tied = id(w) in looked_up
+        if (w.dtype in INTERLEAVES and _rows_in_groups(w)
+                and (not tied or INTERLEAVES[w.dtype] in LOOKED_UP_LAYOUTS)):
             w.dtype = INTERLEAVES[w.dtype]
-        elif w.dtype in REPACKED and w.shape[1] % (32 * QUAD) == 0:
+        elif w.dtype in REPACKED and w.shape[1] % (32 * QUAD) == 0 and not tied:
             w.dtype = REPACKED[w.dtype]
         else:
             continue

@@ -120,3 +120,23 @@ def test_extreme_codes_stay_exact(name):
                             scratch.ctypes.data, 0, 1)
             want = x.astype(np.float64) @ deq.T.astype(np.float64)
             np.testing.assert_allclose(y.reshape(n, N), want, rtol=1e-5)
+
+
+def test_tied_q8_0_table_is_looked_up_in_place():
+    """A tied Q8_0 table stored q8_0x8 for the output head: the lookup reads its rows in place
+    with the same bits as from ggml's blocks (and gguf's values times the scale)."""
+    from ingot.targets.cpu.quant_embed import QUANT_EMBED
+    rng = np.random.default_rng(5)
+    N, K = 24, 96
+    raw, deq, ggml = _rows("q8_0x8", N, K, rng)  # interleaved, gguf's values, ggml's blocks
+    tok = np.array([0, 13, 23, 5, 13], np.int32)
+    got = {}
+    for name, table in (("q8_0x8", raw), ("q8_0", ggml)):
+        y = np.full(len(tok) * K + 8, np.nan, np.float32)
+        for tid in range(2):
+            QUANT_EMBED[name](tok.ctypes.data, len(tok), table.ctypes.data, K, 1.7,
+                              y.ctypes.data, tid, 2)
+        assert np.isnan(y[len(tok) * K:]).all()
+        got[name] = y[:len(tok) * K].reshape(len(tok), K)
+    assert np.array_equal(got["q8_0x8"], got["q8_0"])
+    np.testing.assert_allclose(got["q8_0x8"], deq[tok] * np.float32(1.7), rtol=1e-6)

@@ -84,8 +84,8 @@ def test_every_repacked_base_has_a_layout():
 
 
 def test_which_matrices_a_cpu_build_regroups():
-    """Read by LINEAR only (a table the embedding lookup also reads, tied, keeps ggml's
-    blocks): Q4_0 / Q5_0 / Q8_0 / Q4_K / Q6_K with rows in whole groups of eight, in every
+    """Read by LINEAR (a table the embedding lookup also reads, tied, keeps ggml's blocks
+    unless the lookup reads the layout: q8_0x8): Q4_0 / Q5_0 / Q8_0 / Q4_K / Q6_K with rows in whole groups of eight, in every
     fused part, are interleaved (quant/interleave.py, interleave_k.py); otherwise the 32-value types with rows a multiple of
     128 wide are regrouped four blocks at a time; other types and widths keep ggml's."""
     from ingot.compiler.cpu_layouts import regroup_for_cpu
@@ -101,10 +101,12 @@ def test_which_matrices_a_cpu_build_regroups():
           "q8": weight("q8", "q8_0", 256), "odd rows": weight("odd rows", "q4_0", 256, 12),
           "odd narrow": weight("odd narrow", "q4_0", 96, 12),
           "fused": weight("fused", "q5_0", 256, 24, ("concat", parts))}
-    nodes = [Node(Op.EMBED, [x], [x], weights={"w": ws["tied"]})]
+    ws["tied q8"] = weight("tied q8", "q8_0", 256)  # the lookup reads q8_0x8 in place
+    nodes = [Node(Op.EMBED, [x], [x], weights={"w": ws["tied"]}),
+             Node(Op.EMBED, [x], [x], weights={"w": ws["tied q8"]})]
     nodes += [Node(Op.LINEAR, [x], [x], weights={"w": w}) for w in ws.values()]
-    assert regroup_for_cpu(Graph(nodes, {}, {}, [])) == 6
+    assert regroup_for_cpu(Graph(nodes, {}, {}, [])) == 7
     assert {n: w.dtype for n, w in ws.items()} == {
         "tied": "q4_0", "q5": "q5_1r", "narrow": "q5_0x8", "k": "q4_kx8", "q8": "q8_0x8",
-        "k odd rows": "q6_k", "q5_k": "q5_k",
+        "k odd rows": "q6_k", "q5_k": "q5_k", "tied q8": "q8_0x8",
         "odd rows": "q4_0r", "odd narrow": "q4_0", "fused": "q5_0r"}
