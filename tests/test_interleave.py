@@ -30,6 +30,29 @@ pytestmark = pytest.mark.xdist_group("q8_kernels")  # shares test_q8_kernels' co
 BLOCK32 = sorted(n for n, lay in INTERLEAVED.items() if not lay.superblock)
 
 
+def check_pack_moves_bits(lay, rng):
+    """pack / unpack are inverse on any bytes and keep every bit: (raw, packed)."""
+    raw = rng.integers(0, 256, (16, 3 * lay.bb), dtype=np.uint8)
+    packed = pack(lay, raw)
+    assert packed.shape == raw.shape and np.array_equal(unpack(lay, packed), raw)
+    assert np.unpackbits(packed).sum() == np.unpackbits(raw).sum()
+    return raw, packed
+
+
+def check_extremes_exact(kernel, stored, deq, N, K):
+    """Activations all +-3 (quantized to +-127 exactly), one token and a tile: the kernel's
+    output against the float64 product within float32 rounding."""
+    for sign in (1.0, -1.0):
+        for n in (1, 3):
+            x = np.full((n, K), sign * 3.0, np.float32)
+            y = np.zeros(n * N, np.float32)
+            scratch = np.zeros(n * q8_row_bytes(K), np.uint8)
+            kernel(x.ctypes.data, K, n, K, stored.ctypes.data, N, 0, y.ctypes.data,
+                   scratch.ctypes.data, 0, 1)
+            want = x.astype(np.float64) @ deq.T.astype(np.float64)
+            np.testing.assert_allclose(y.reshape(n, N), want, rtol=1e-5)
+
+
 def _rows(name, N, K, rng):
     raw, deq = random_rows(INTERLEAVED[name].base, N, K, rng)
     return np.ascontiguousarray(pack(INTERLEAVED[name], raw)), deq, raw
@@ -38,11 +61,7 @@ def _rows(name, N, K, rng):
 @pytest.mark.parametrize("name", BLOCK32)
 def test_pack_is_a_permutation_of_bits(name):
     lay = INTERLEAVED[name]
-    rng = np.random.default_rng(11)
-    raw = rng.integers(0, 256, (16, 3 * lay.bb), dtype=np.uint8)
-    packed = pack(lay, raw)
-    assert packed.shape == raw.shape and np.array_equal(unpack(lay, packed), raw)
-    assert np.unpackbits(packed).sum() == np.unpackbits(raw).sum()
+    raw, packed = check_pack_moves_bits(lay, np.random.default_rng(11))
     blocks = raw.reshape(2, ROWS, 3, lay.bb)                  # [group, row, block, bytes]
     stored = packed.reshape(2, 3, lay.group_block_bytes)      # [group, block, bytes]
     qs = blocks[..., -16:]  # ggml: value j < 16 in the low nibble of byte j, j + 16 high
@@ -111,15 +130,7 @@ def test_extreme_codes_stay_exact(name):
     raw = blocks.reshape(N, -1)
     deq = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[base.upper()]).reshape(N, K)
     x8 = np.ascontiguousarray(pack(INTERLEAVED[name], raw))
-    for sign in (1.0, -1.0):
-        for n in (1, 3):  # a decode step and a tile
-            x = np.full((n, K), sign * 3.0, np.float32)
-            y = np.zeros(n * N, np.float32)
-            scratch = np.zeros(n * q8_row_bytes(K), np.uint8)
-            X8_LINEAR[name](x.ctypes.data, K, n, K, x8.ctypes.data, N, 0, y.ctypes.data,
-                            scratch.ctypes.data, 0, 1)
-            want = x.astype(np.float64) @ deq.T.astype(np.float64)
-            np.testing.assert_allclose(y.reshape(n, N), want, rtol=1e-5)
+    check_extremes_exact(X8_LINEAR[name], x8, deq, N, K)
 
 
 def test_tied_q8_0_table_is_looked_up_in_place():

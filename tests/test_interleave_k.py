@@ -18,10 +18,10 @@ import gguf
 import numpy as np
 import pytest
 
-from ingot.quant.interleave import INTERLEAVED, ROWS, pack, unpack
+from ingot.quant.interleave import INTERLEAVED, ROWS, pack
 from ingot.quant.registry import get_format
-from ingot.targets.cpu.q8_kernels import q8_row_bytes
 from ingot.targets.cpu.xk_kernels import XK_LINEAR
+from test_interleave import check_extremes_exact, check_pack_moves_bits
 from test_q8_kernels import check_against_gguf, check_alone_equals_tile
 from test_quant_kernels import random_rows
 
@@ -65,10 +65,7 @@ def read_layout(name, stored, N, K):
 def test_pack_moves_bits_and_fields_mean_what_the_docstring_says(name):
     lay = INTERLEAVED[name]
     rng = np.random.default_rng(11)
-    raw = rng.integers(0, 256, (16, 3 * lay.bb), dtype=np.uint8)
-    packed = pack(lay, raw)
-    assert packed.shape == raw.shape and np.array_equal(unpack(lay, packed), raw)
-    assert np.unpackbits(packed).sum() == np.unpackbits(raw).sum()
+    check_pack_moves_bits(lay, rng)
     raw, deq = random_rows(lay.base, 16, 512, rng)   # finite scales
     got = read_layout(name, np.ascontiguousarray(pack(lay, raw)), 16, 512)
     np.testing.assert_allclose(got, deq, rtol=1e-6, atol=0)
@@ -129,12 +126,4 @@ def test_extreme_codes_stay_exact(name):
     N, K = 16, 512
     raw, deq = _extreme_rows(INTERLEAVED[name].base, N, K)
     stored = np.ascontiguousarray(pack(INTERLEAVED[name], raw))
-    for sign in (1.0, -1.0):
-        for n in (1, 3):  # a decode step and a tile
-            x = np.full((n, K), sign * 3.0, np.float32)  # quantized to +-127 exactly
-            y = np.zeros(n * N, np.float32)
-            scratch = np.zeros(n * q8_row_bytes(K), np.uint8)
-            XK_LINEAR[name](x.ctypes.data, K, n, K, stored.ctypes.data, N, 0, y.ctypes.data,
-                            scratch.ctypes.data, 0, 1)
-            want = x.astype(np.float64) @ deq.T.astype(np.float64)
-            np.testing.assert_allclose(y.reshape(n, N), want, rtol=1e-5)
+    check_extremes_exact(XK_LINEAR[name], stored, deq, N, K)
