@@ -15,7 +15,7 @@ from ..quant.interleave import INTERLEAVES, ROWS
 from ..quant.repack import QUAD, REPACKED
 from .ir import Op
 
-# Interleaved layouts that the embedding lookup reads in place (quant_embed.embed_q8_0x8): a
+# Interleaved layouts that the embedding lookup reads in place (quant_embed.decode_row_q8_0x8): a
 # tied Q8_0 table, the usual one in GGUF files, is the output head's largest matrix.
 LOOKED_UP_LAYOUTS = {"q8_0x8"}
 

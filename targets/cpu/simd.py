@@ -574,17 +574,22 @@ def b32_zero(typingctx):
     return B32(), codegen
 
 
-@intrinsic
-def f8_store(typingctx, addr, v):
-    """Store eight floats at any address."""
-    if v != F32X8:
-        return None
+def _store(nbtype, lltype, what):
+    @intrinsic
+    def store(typingctx, addr, v):
+        if v != nbtype:
+            return None
 
-    def codegen(context, builder, sig, args):
-        st = builder.store(args[1], _ptr(builder, args[0], _F32X8))
-        st.align = 1
-        return context.get_dummy_value()
-    return types.none(types.int64, F32X8), codegen
+        def codegen(context, builder, sig, args):
+            st = builder.store(args[1], _ptr(builder, args[0], lltype))
+            st.align = 1
+            return context.get_dummy_value()
+        return types.none(types.int64, nbtype), codegen
+    store.__doc__ = f"Store {what} at any address."
+    return store
+
+
+f8_store = _store(F32X8, _F32X8, "eight floats")
 
 
 @intrinsic
@@ -598,17 +603,7 @@ def f8_halves4x2_at(typingctx, addr):
     return F32X8(types.int64), codegen
 
 
-@intrinsic
-def b32_store(typingctx, addr, v):
-    """Store 32 bytes at any address."""
-    if v != B32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        st = builder.store(args[1], _ptr(builder, args[0], _B32))
-        st.align = 1
-        return context.get_dummy_value()
-    return types.none(types.int64, B32), codegen
+b32_store = _store(B32, _B32, "32 bytes")
 
 
 def _i8_bytes8(signed):
