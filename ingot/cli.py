@@ -309,7 +309,7 @@ def cmd_run(args, parser) -> int:
         # The user cache is keyed by a hash of the model files and flags: compiled once.
         path = compile_from_args(args)
     model = ingot.load(path, threads=args.threads, max_memory=args.max_memory,
-                       device_map=device_map_from_args(args, path))
+                       device_map=device_map_from_args(args, path), mmap=args.mmap)
     try:
         apply_shift_flags(args, parser, model)
         if args.prompt is None:
@@ -333,7 +333,7 @@ def cmd_serve(args, parser) -> int:
     import ingot
     path = args.artefact if args.artefact is not None else compile_from_args(args)
     model = ingot.load(path, threads=args.threads, max_memory=args.max_memory,
-                       device_map=device_map_from_args(args, path))
+                       device_map=device_map_from_args(args, path), mmap=args.mmap)
     engine = model.engine
     engine.max_queue = args.max_queue
     try:
@@ -437,6 +437,14 @@ def _budget_lines(plan, cuda: bool = False) -> list:
             + (f", … ({len(units)} in all)" if len(units) > 4 else "")]
 
 
+def add_load_flags(p) -> None:
+    p.add_argument("--threads", type=int)
+    p.add_argument("--mmap", action="store_true", help="step through the artefact's file map "
+                   "instead of reading the weights into huge pages at load (faster load, slower "
+                   "decode; huge pages are the default where every weight is resident and the "
+                   "host has transparent huge pages)")
+
+
 # -- bench -----------------------------------------------------------------------------------
 def add_bench_flags(p) -> None:
     """`ingot bench` and tools/bench.py take the same flags."""
@@ -509,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--min-p", type=float)
     r.add_argument("--repetition-penalty", type=float)
     r.add_argument("--seed", type=int)
-    r.add_argument("--threads", type=int)
+    add_load_flags(r)
     add_shift_flags(r)
     r.set_defaults(func=lambda a: cmd_run(a, r))
 
@@ -523,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-id", help="the name clients use (default: -m, or the artefact's)")
     s.add_argument("--max-queue", type=int, default=64,
                    help="requests that may wait for a sequence slot before 503s")
-    s.add_argument("--threads", type=int)
+    add_load_flags(s)
     s.add_argument("--serial", metavar="DEVICE", help="speak the JSON-lines protocol on this "
                    "serial device instead of HTTP")
     s.add_argument("--baud", type=int, default=115200)

@@ -139,6 +139,11 @@ class Artefact:
                              f"(checksum mismatch)")
         return view
 
+    def span(self, name: str) -> tuple:
+        """(file offset, size) of a section, for reading it other than through the map."""
+        s = self._sections[name]
+        return s["offset"], s["size"]
+
     def json(self, name: str) -> dict:
         return json.loads(bytes(self.section(name)))
 

@@ -161,6 +161,7 @@ def _row(engine: str, threads: int, hello: dict, samples: dict, rss: float, prom
     decode = gen / _median(s["decode_s"] for s in samples[first])
     dev = hello.get("device_bytes")
     return {"engine": engine, "threads": threads, "load_s": hello["load_s"],
+            "weights": hello.get("weights", "file map"),
             "prefill_tok_s": prefill, "decode_tok_s": decode,
             "ttft_s": _median(s["ttft_s"] for s in samples[first]), "peak_rss_mib": rss,
             "device_memory_mib": None if dev is None else dev / 2**20,
@@ -337,13 +338,16 @@ def format_report(report: dict) -> str:
     first = s["prompt_tokens"][0]
     old_plan = "" if step["weights_field"] == "decode_read_bytes" else \
         " (all of them: this artefact's plan predates decode_read_bytes)"
+    held = {r["engine"]: r.get("weights", "file map") for r in report["results"]}
     lines = [f"artefact   {report['artefact']}",
              f"reference  {report['reference'] or 'none'}",
              f"prompts {', '.join(map(str, s['prompt_tokens']))} tokens; decode {s['gen_tokens']}"
              f" tokens after the {first}-token prompt (TTFT on that prompt); {s['repeats']} "
              f"repeat{'s' if s['repeats'] != 1 else ''} alternating engines, medians",
-             "load = engine construction in a fresh worker (both map the file; a warm-up pass "
-             "pages the weights in before anything is timed)",
+             "load = engine construction in a fresh worker (weights: "
+             + ", ".join(f"{e} {w}" for e, w in held.items())
+             + "; huge pages are read in at load, a file map is paged in by a warm-up pass "
+             "before anything is timed)",
              f"ceiling = bandwidth / {step['total'] / 2**20:.1f} MiB read per decode step "
              f"({step['weights'] / 2**20:.1f} MiB weights{old_plan}, "
              f"{step['kv'] / 2**20:.2f} MiB KV at the mean decode position)",

@@ -8,7 +8,7 @@ are measured the same way: same timer, same prompt token ids, same greedy loop, 
 process whose peak RSS is its own. The Ingot worker imports the runtime alone (no compiler, no
 torch or numba); only the llama.cpp worker imports llama_cpp.
 
-The first line out is {"ok": true, "load_s", "vocab_size", "threads"} or {"ok": false, "error"}.
+The first line out is {"ok": true, "load_s", "vocab_size", "threads", "weights"} or {"ok": false, "error"}.
 Then, one answer per command line in:
     {"cmd": "pass", "prompt": N, "gen": M}  -> {"ok": true, "prefill_s", "ttft_s", "decode_s"}
     {"cmd": "rss"}                          -> {"ok": true, "peak_rss_mib"}
@@ -55,6 +55,7 @@ class IngotEngine:
         t = time.perf_counter()
         self.model = Model.load(path, threads=threads)
         self.load_s = time.perf_counter() - t
+        self.weights = "huge pages" if self.model.huge_pages else "file map"
         self.vocab_size, self.threads = self.model.vocab_size, self.model.threads
         # A CUDA artefact: the bytes its backend holds on the GPU (None on the CPU).
         self.device_bytes = getattr(self.model._team, "device_bytes", None)
@@ -147,7 +148,8 @@ def serve(engine_name: str, path: str, threads: int, n_ctx: int, n_batch: int, s
         say(ok=False, error=_error(e))
         return 1
     say(ok=True, load_s=engine.load_s, vocab_size=engine.vocab_size, threads=engine.threads,
-        device_bytes=getattr(engine, "device_bytes", None))
+        device_bytes=getattr(engine, "device_bytes", None),
+        weights=getattr(engine, "weights", "file map"))
     prompts: dict = {}
     for line in sys.stdin:
         if not line.strip():

@@ -15,7 +15,7 @@ from ..errors import IngotError
 
 CAPI = pathlib.Path(__file__).resolve().parent / "capi"
 SOURCES = ("libingot.c", "artefact.c", "plan.c", "minjson.c", "team.c", "sample.c",
-           "tokenizer.c", "chat.c", "offload.c")
+           "tokenizer.c", "chat.c", "offload.c", "hugepages.c")
 FLAGS = ("-std=c11", "-O2", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden",
          "-DINGOT_BUILD", "-Wl,-soname,libingot.so")
 

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import IngotError
 from .artefact import Artefact
 from .hostcheck import check_target
+from .hugepages import read_into_huge_pages
 from .native import ThreadTeam, entry, load_library
 
 _SYNC_BYTES = 128
@@ -33,7 +34,7 @@ def default_threads() -> int:
 
 class Model:
     def __init__(self, art: Artefact, threads=None, max_memory=None, prefetch=True,
-                 device_map=None):
+                 device_map=None, mmap=False):
         self.artefact = art
         self.path = art.path
         check_target(art.header.get("target", {}), art.path)
@@ -72,6 +73,13 @@ class Model:
             self._batch = entry(self._lib, p["entry_points"]["batch"]) \
                 if "batch" in p["entry_points"] else None
         self._weights = np.frombuffer(art.section("weights", check=False), np.uint8)
+        # All resident on the CPU: read the weights into huge pages (runtime/hugepages.py)
+        # rather than step through the file map's 4 KiB pages; `mmap` keeps the map.
+        self.huge_pages = False
+        if not mmap and self.device == "cpu" and all(self.resident) and self._weights.size:
+            huge = read_into_huge_pages(art.path, *art.span("weights"))
+            if huge is not None:
+                self._weights, self.huge_pages = huge, True
         scratch = p["scratch_bytes_per_thread"]
         # Profile builds keep a cycle stamp per decode call after the barrier words.
         self._profile_calls = p.get("profile_calls") or []
@@ -128,11 +136,11 @@ class Model:
     # -- loading -----------------------------------------------------------------------------
     @classmethod
     def load(cls, path, *, threads=None, max_memory=None, prefetch=True,
-             device_map=None) -> "Model":
+             device_map=None, mmap=False) -> "Model":
         art = Artefact(path)
         try:
             return cls(art, threads=threads, max_memory=max_memory, prefetch=prefetch,
-                       device_map=device_map)
+                       device_map=device_map, mmap=mmap)
         except BaseException:
             art.close()
             raise

@@ -12,7 +12,7 @@ OK, E_ARG, E_HANDLE, E_SMALL, E_TEXT, E_BUDGET, E_NO_TEMPLATE = 0, -1, -2, -11, 
 
 class Options(Structure):
     _fields_ = [("size", c_uint32), ("threads", c_int32), ("memory_budget", c_uint64),
-                ("context", c_int32)]
+                ("context", c_int32), ("mmap", c_int32)]
 
 
 class Message(Structure):
@@ -22,7 +22,8 @@ class Message(Structure):
 class Memory(Structure):
     _fields_ = [("size", c_uint32), ("n_units", c_int32), ("n_streamed", c_int32),
                 ("read_ahead", c_int32), ("budget", c_uint64), ("fixed_bytes", c_uint64),
-                ("peak_bytes", c_uint64), ("full_bytes", c_uint64), ("floor_bytes", c_uint64)]
+                ("peak_bytes", c_uint64), ("full_bytes", c_uint64), ("floor_bytes", c_uint64),
+                ("huge_page_bytes", c_uint64)]
 
 
 def load(path) -> ctypes.CDLL:
@@ -44,11 +45,11 @@ def load(path) -> ctypes.CDLL:
 
 
 class Handle:
-    """An open model: `with Handle(lib, path, threads=1, budget=0) as h: ...`."""
+    """An open model: `with Handle(lib, path, threads=1, budget=0, mmap=0) as h: ...`."""
 
-    def __init__(self, lib, path, threads=1, budget=0):
+    def __init__(self, lib, path, threads=1, budget=0, mmap=0):
         self.lib, self.m = lib, c_void_p()
-        opt = Options(ctypes.sizeof(Options), threads, budget, 0)
+        opt = Options(ctypes.sizeof(Options), threads, budget, 0, mmap)
         self.rc = lib.ingot_open(str(path).encode(), byref(opt), byref(self.m))
         self.error = lib.ingot_last_error(None).decode()
 

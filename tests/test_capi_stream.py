@@ -10,6 +10,7 @@ matters) and head. The streamed generation runs once more under AddressSanitizer
 """
 from __future__ import annotations
 
+import ctypes
 import itertools
 import re
 import subprocess
@@ -93,6 +94,36 @@ def test_streamed_tokens_equal_resident(libingot, artefacts):
             assert info.n_streamed and bool(info.read_ahead) == ahead
             assert h.greedy(PROMPT, 12) == want
         assert py[:len(want)] == want
+
+
+def test_resident_weights_are_read_into_huge_pages(libingot, artefacts):
+    """All resident: libingot reads the weights into huge pages where the host has them, as
+    the Python runtime does (runtime/hugepages.py); mmap=1 and a streamed budget keep the file
+    map. The tokens are the same either way."""
+    from ingot.runtime.hugepages import thp_mode
+    path = artefacts("llama")
+    with Model.load(path, threads=1) as m:
+        weights, huge = m._weights.size, m.huge_pages
+    with capi.Handle(libingot, path) as h:
+        held = h.memory()[0].huge_page_bytes
+        want = h.greedy(PROMPT, 12)
+    assert (held > 0) == huge == (thp_mode() != "never")
+    assert held == 0 or held == -(-weights // (2 << 20)) * (2 << 20)  # whole 2 MiB pages
+    with capi.Handle(libingot, path, mmap=1) as h:
+        assert h.memory()[0].huge_page_bytes == 0
+        assert h.greedy(PROMPT, 12) == want
+    # A program built against the header before these fields passes shorter structs: the
+    # library reads and writes only what their sizes cover (mmap=1 past the size is ignored).
+    opt, m = capi.Options(capi.Options.mmap.offset, 1, 0, 0, 1), ctypes.c_void_p()
+    assert libingot.ingot_open(str(path).encode(), ctypes.byref(opt), ctypes.byref(m)) == capi.OK
+    info = capi.Memory(capi.Memory.huge_page_bytes.offset, huge_page_bytes=7)
+    try:
+        assert libingot.ingot_memory_info(m, ctypes.byref(info), None, 0) == capi.OK
+        assert info.huge_page_bytes == 7 and info.n_units > 0
+        info.size = capi.Memory.huge_page_bytes.offset - 8
+        assert libingot.ingot_memory_info(m, ctypes.byref(info), None, 0) == capi.E_ARG
+    finally:
+        assert libingot.ingot_close(m) == capi.OK
 
 
 def test_compile_time_budget_is_the_default(libingot, artefacts, tmp_path):

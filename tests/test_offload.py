@@ -1,6 +1,6 @@
 """Memory as a promise: layer streaming under --max-memory, the refusal below the smallest
-budget, the compile-time default, no allocation per step, and a load that maps rather than
-reads.
+budget, the compile-time default, no allocation per step, and a load that reads the weights
+into huge pages where the host has them (or, with mmap=True, maps them and reads nothing).
 
 Peak RSS is read from the kernel (VmHWM) in a fresh subprocess per run. The fixed overhead
 (the interpreter, numpy, tokenizers, the artefact's code) is measured first: the all-resident
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import ingot
+from ingot.runtime.hugepages import thp_mode
 
 MiB = 2**20
 pytestmark = pytest.mark.xdist_group("offload")  # one worker compiles the model once
@@ -30,9 +31,20 @@ WORKER = textwrap.dedent("""
         for line in open("/proc/self/status"):
             if line.startswith("VmHWM"):
                 return int(line.split()[1]) * 1024
+    def huge_kib(addr):  # AnonHugePages of the mapping that holds addr
+        inside = False
+        for line in open("/proc/self/smaps"):
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= addr < hi
+            elif inside and head == "AnonHugePages:":
+                return int(line.split()[1])
+        return 0
     art, budget = sys.argv[1], None if sys.argv[2] == "none" else int(sys.argv[2])
     before = hwm()
-    m = ingot.load(art, threads=1, max_memory=budget, prefetch=sys.argv[3] == "1")
+    m = ingot.load(art, threads=1, max_memory=budget, prefetch=sys.argv[3] == "1",
+                   mmap=sys.argv[4] == "1")
     after_load = hwm()
     logits = m.prefill(list(range(2, 14)))
     toks = []
@@ -41,14 +53,15 @@ WORKER = textwrap.dedent("""
         logits = m.decode(toks[-1])
     print(json.dumps({"tokens": toks, "peak": hwm(), "before": before, "after_load": after_load,
                       "needed": m.memory_needed(1), "streamed": m.streamed_units,
-                      "read_ahead": m.read_ahead,
+                      "read_ahead": m.read_ahead, "huge_pages": m.huge_pages,
+                      "weights": m._weights.size, "huge_kib": huge_kib(m._wb),
                       "started": m._read_ahead.started if m._read_ahead else 0}))
 """)
 
 
-def run_worker(art, budget=None, prefetch=True) -> dict:
+def run_worker(art, budget=None, prefetch=True, mmap=False) -> dict:
     out = subprocess.run([sys.executable, "-c", WORKER, str(art), str(budget or "none"),
-                          "1" if prefetch else "0"],
+                          "1" if prefetch else "0", "1" if mmap else "0"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -75,8 +88,19 @@ def test_streamed_layers_give_the_same_tokens_under_a_third_of_the_memory(deep):
     assert streamed["peak"] <= budget + overhead + 4 * MiB, (
         f"peak {streamed['peak'] / MiB:.1f} MiB over budget {budget / MiB:.1f} + overhead "
         f"{overhead / MiB:.1f} MiB")
-    # Loading maps the file: nothing of the weights is read until a step needs it.
-    assert resident["after_load"] - resident["before"] < 8 * MiB
+    assert not streamed["huge_pages"]  # streamed units come from the file map
+    # With mmap=True loading maps the file: nothing of the weights is read until a step needs
+    # it. By default, all resident, the weights are read into huge pages at load where the host
+    # has transparent huge pages (runtime/hugepages.py), and the kernel backs them with some.
+    mapped = run_worker(deep, mmap=True)
+    assert mapped["tokens"] == resident["tokens"] and not mapped["huge_pages"]
+    assert mapped["after_load"] - mapped["before"] < 8 * MiB
+    if thp_mode() == "never":
+        assert not resident["huge_pages"]
+    else:
+        assert resident["huge_pages"]
+        assert resident["after_load"] - resident["before"] >= resident["weights"]
+        assert resident["huge_kib"] >= 2048, "no huge page backs the weights"
     # The step woke the read-ahead thread for the next streamed unit, step after step (17
     # steps, each with 9+ streamed units; wake-ups can coalesce, so at least one per step).
     assert streamed["read_ahead"] and streamed["started"] >= 17

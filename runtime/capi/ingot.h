@@ -7,7 +7,9 @@
  * changes incompatibly; compare ingot_abi_version() with it at start-up. The option structs carry
  * their own size (set by ingot_*_default), so fields can be appended in later versions.
  * Additions that break nothing keep the version: ABI 1 gained ingot_chat_apply, ingot_message,
- * INGOT_E_NO_TEMPLATE, ingot_memory_info and layer streaming under memory_budget; a program
+ * INGOT_E_NO_TEMPLATE, ingot_memory_info, layer streaming under memory_budget, and then
+ * ingot_options.mmap and ingot_memory.huge_page_bytes (a caller's shorter structs still work:
+ * the library reads and writes only the fields their size covers); a program
  * that uses them needs a libingot that has them (ingot_status_name(INGOT_E_NO_TEMPLATE) is
  * "unknown status" in one that does not).
  *
@@ -83,6 +85,9 @@ typedef struct ingot_options {
                                arena, scratch, KV cache, shared weights, resident units and the
                                streamed units held at once: one, or two with read-ahead) */
     int32_t context;        /* tokens; 0: the compiled max_seq_len; never more than it */
+    int32_t mmap;           /* 1: step through the artefact's file map (faster open). 0: with
+                               every unit resident, read the weights into transparent huge pages
+                               at open where the host has them (faster decode) */
 } ingot_options;
 
 typedef struct ingot_sampling {
@@ -132,6 +137,7 @@ typedef struct ingot_memory {
     uint64_t peak_bytes;  /* fixed + resident units + the streamed units held at once */
     uint64_t full_bytes;  /* with every unit resident */
     uint64_t floor_bytes; /* the smallest budget that works */
+    uint64_t huge_page_bytes; /* weights read into huge pages at open (0: the file map) */
 } ingot_memory;
 INGOT_API int ingot_memory_info(ingot_model *model, ingot_memory *out, uint8_t *resident,
                                 size_t cap);

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 
 #include "artefact.h"
 #include "chat.h"
+#include "hugepages.h"
 #include "offload.h"
 #include "plan.h"
 #include "sample.h"
@@ -37,8 +39,8 @@ struct ingot_model {
     int memfd;
     void *lib;
     ingot_step_fn prefill, decode;
-    uint8_t *arena, *kv;
-    size_t arena_len, kv_len;
+    uint8_t *arena, *kv, *huge; /* huge: the weights in huge pages, or NULL (the file map) */
+    size_t arena_len, kv_len, huge_len;
     int64_t wb, ab, kb;
     int32_t *tokens;
     float *logits;
@@ -138,6 +140,7 @@ static void release(ingot_model *m) {
     free(m->history);
     if (m->arena) munmap(m->arena, m->arena_len);
     if (m->kv) munmap(m->kv, m->kv_len);
+    if (m->huge) munmap(m->huge, m->huge_len);
     if (m->lib) dlclose(m->lib);
     if (m->memfd >= 0) close(m->memfd);
     art_close(&m->art);
@@ -186,7 +189,7 @@ static void *zeroed(size_t n) { /* page-aligned, zero, committed lazily (as nump
 
 /* Arena (activations, per-thread scratch, sync words + profile stamps) and KV cache, laid out
  * as runtime/model.py does. */
-static int make_buffers(ingot_model *m, uint64_t budget) {
+static int make_buffers(ingot_model *m, uint64_t budget, int map_only) {
     const ingot_plan *p = &m->plan;
     size_t sync = SYNC_BYTES + 8 * ((size_t)p->n_profile_calls + 1);
     m->arena_len = (size_t)p->arena_bytes + (size_t)m->threads * (size_t)p->scratch_bytes + sync;
@@ -208,6 +211,9 @@ static int make_buffers(ingot_model *m, uint64_t budget) {
     if (!m->arena || !m->kv)
         return set_err(m->err, INGOT_E_NOMEM, "cannot allocate the arena and KV cache "
                        "(%zu + %zu bytes)", m->arena_len, m->kv_len);
+    if (!map_only && m->offload.n_streamed == 0 && wn &&
+        (m->huge = huge_read(m->art.fd, (uint64_t)(w - m->art.map), wn, &m->huge_len)))
+        w = m->huge;
     m->wb = wn ? (int64_t)(intptr_t)w : 0;
     m->ab = (int64_t)(intptr_t)m->arena;
     m->kb = (int64_t)(intptr_t)m->kv;
@@ -259,7 +265,7 @@ static int open_model(ingot_model *m, const char *path, const ingot_options *o) 
         return set_err(m->err, INGOT_E_CONTEXT, "context %d is more than the compiled "
                        "max_seq_len %lld", o->context, (long long)m->plan.max_seq_len);
     m->ctx = o->context ? o->context : (int32_t)m->plan.max_seq_len;
-    if ((rc = load_code(m)) || (rc = make_buffers(m, o->memory_budget)) ||
+    if ((rc = load_code(m)) || (rc = make_buffers(m, o->memory_budget, o->mmap)) ||
         (rc = make_tokenizer(m)))
         return rc;
     chat_load(&m->art, &m->chat);
@@ -281,10 +287,12 @@ int ingot_open(const char *path, const ingot_options *opt, ingot_model **out) {
     ingot_options o;
     ingot_options_default(&o);
     if (opt) {
-        if (opt->size < sizeof o)
+        /* A program built against an older ingot.h passes a shorter struct (before `mmap`):
+         * the fields it lacks keep their defaults. */
+        if (opt->size < offsetof(ingot_options, mmap))
             return set_err(tl_err, INGOT_E_ARG, "ingot_options.size is %u, expected %zu (call "
                            "ingot_options_default first)", opt->size, sizeof o);
-        memcpy(&o, opt, sizeof o);
+        memcpy(&o, opt, opt->size < sizeof o ? opt->size : sizeof o);
     }
     if (o.threads < 0 || o.threads > MAX_THREADS || o.context < 0)
         return set_err(tl_err, INGOT_E_ARG, "options: threads must be 0..%d and context >= 0",
@@ -402,7 +410,7 @@ int ingot_chat_apply(ingot_model *m, const ingot_message *msgs, size_t n,
 
 int ingot_memory_info(ingot_model *m, ingot_memory *out, uint8_t *resident, size_t cap) {
     HANDLE(m);
-    if (!out || out->size < sizeof *out)
+    if (!out || out->size < offsetof(ingot_memory, huge_page_bytes))
         return set_err(m->err, INGOT_E_ARG, "ingot_memory_info: out is NULL or out->size is not "
                        "sizeof(ingot_memory)");
     const offload_plan *o = &m->offload;
@@ -421,6 +429,8 @@ int ingot_memory_info(ingot_model *m, ingot_memory *out, uint8_t *resident, size
     out->peak_bytes = held + big[0] + (o->read_ahead ? big[1] : 0);
     out->full_bytes = o->full;
     out->floor_bytes = o->floor;
+    if (out->size >= sizeof *out) /* not in an older caller's shorter struct */
+        out->huge_page_bytes = m->huge ? m->huge_len : 0;
     if (resident && cap < (size_t)m->plan.n_units)
         return set_err(m->err, INGOT_E_SMALL, "ingot_memory_info: %lld units, room for %zu",
                        (long long)m->plan.n_units, cap);
