@@ -21,12 +21,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 from ..errors import IngotError
 from .artefact import Artefact
 from .bandwidth import DEFAULT_MIB, read_bandwidth
 
 INGOT, LLAMA = "ingot", "llama.cpp"
+SETTLE_S = 0.25  # idle time before each timed pass (see bench_threads)
 
 
 def _note(msg: str) -> None:
@@ -213,6 +215,9 @@ def bench_threads(art, ref, threads: int, prompts: list, gen: int, repeats: int,
         for _ in range(repeats):
             for n in prompts:
                 for name in list(workers):  # alternating: ingot, llama.cpp, ingot, ...
+                    # Let the other engine's threads go idle first: llama.cpp's spin for a
+                    # while after a pass, and a short pass must not share the cores with them.
+                    time.sleep(SETTLE_S)
                     got = ask(name, cmd="pass", prompt=n, gen=gen if n == prompts[0] else 0)
                     if got is not None:
                         samples[name][n].append(got)
