@@ -20,7 +20,7 @@ import ingot
 from ingot.runtime.artefact import Artefact
 from test_cuda_e2e import ATOL, CHUNK, DECODE, MAX_SEQ, _compare, _greedy
 
-pytestmark = pytest.mark.xdist_group("cuda")
+pytestmark = pytest.mark.xdist_group("cuda_families")  # not the long "cuda" group's worker
 
 # name: (family, config overrides, compile options). Gemma 2 at hidden 256 so that its q/k/v
 # and MLP rows are whole 256-value K-quant blocks (Q4K gives rows that are not Q5_0).
