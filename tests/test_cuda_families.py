@@ -6,10 +6,12 @@ test_cuda_e2e's Llama does not have these graphs: Gemma 2 (attention and final s
 sliding windows that wrap their ring, sandwich norms, GQA 4, gelu_tanh) with K-quant weights;
 Phi 2 (LayerNorm with biases, attention and MLP in parallel from one norm, partial rotary,
 GELU, an output head with a bias) with an f16 KV cache; Qwen 2 (q/k/v biases) with Q8_0
-weights. An f16 cache is not combined with quantized weights here: the two sides' f16
-attention differs by summation order (~3e-5 relative), which is enough to move an 8-bit
-activation across a rounding boundary, and these random models (weights of std 0.2) amplify
-one such flip to ~1 % of a logit (measured on Gemma 2 Q4K/Q8_0 with f16 KV: the same tokens).
+weights; a Llama with f16 and with bf16 weights (prefill on 16-bit tensor cores).
+
+An f16 cache is not combined with quantized weights here: the two sides' f16 attention
+differs by summation order (~3e-5 relative), which is enough to move an 8-bit activation
+across a rounding boundary, and these random models (weights of std 0.2) amplify one such
+flip to ~1 % of a logit (measured on Gemma 2 Q4K/Q8_0 with f16 KV: the same tokens).
 """
 from __future__ import annotations
 
@@ -29,7 +31,15 @@ CASES = {
                                   num_attention_heads=8), dict(isq="Q4K")),
     "phi2-f16kv": ("phi2", {}, dict(kv_cache="f16")),
     "qwen2-q8_0": ("qwen2", {}, dict(isq="Q8_0")),
+    "llama-f16": ("llama", {}, dict(dtype="f16")),
+    "llama-bf16": ("llama", {}, dict(dtype="bf16")),
 }
+# 16-bit weights: the prefill's tensor-core kernel rounds each activation to the weights' type
+# (unit roundoff u = 2^-11 for f16, 2^-8 for bf16; the CPU keeps them float), so a matrix
+# product is off by up to u of its terms' magnitudes (tests/test_cuda_kernels.py), and the KV
+# cache that prefill writes carries it into decode. Measured on this tiny Llama: 1.5 u (f16)
+# and 2.3 u (bf16) of max |logit|; allowed: 4 u.
+HALF_ATOL = {"f16": 4 * 2.0 ** -11, "bf16": 4 * 2.0 ** -8}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -59,5 +69,9 @@ def test_family_on_the_simulator_matches_cpu(case, tmp_path, monkeypatch):
     # f32 weights: the two differ by summation order only (1e-4, as test_cuda_e2e); quantized
     # weights: both sides quantize activations to 8 bits alike, and one on a rounding boundary
     # can take the neighbouring code on one side (1e-3, as test_cuda_e2e's q8_0).
-    _compare(cpu, gpu_run, ATOL["q8_0" if opts.get("isq") else None])
+    if "dtype" in opts:
+        assert f"ingot_linear_h_{opts['dtype']}" in kernels  # prefill on 16-bit tensor cores
+        _compare(cpu, gpu_run, HALF_ATOL[opts["dtype"]])
+    else:
+        _compare(cpu, gpu_run, ATOL["q8_0" if opts.get("isq") else None])
     assert np.isfinite(gpu_run[1]).all()

@@ -349,9 +349,16 @@ CASES = [(n, bias, last) for n in NS for bias in (False, True) for last in (Fals
          if not (last and n == 1)]
 
 
+# The 16-bit tensor-core prefill rounds each activation to the weights' type: a product is then
+# off by at most its unit roundoff (f16 also by 2^-25 absolute below 2^-14, its subnormals).
+HALF_UNIT = {"f16": (2.0 ** -11, 2.0 ** -25), "bf16": (2.0 ** -8, 0.0)}
+
+
 @pytest.mark.parametrize("dtype", ("f32", "f16", "bf16"))
 @pytest.mark.parametrize("K", (192, 44))  # 16-byte loads; K % 8 != 0: one value at a time
 def test_linear_float_weights(sim, dtype, K):
+    """A warp a row (decode), float FMA tiles and, for f16 / bf16 weights, 16-bit tensor-core
+    tiles (WMMA), which a prefill step renders."""
     rng = np.random.default_rng(50 + K)
     N = 37
     for n, with_bias, last in CASES:
@@ -362,11 +369,22 @@ def test_linear_float_weights(sim, dtype, K):
         b64 = widened(ctx, b) if with_bias else np.zeros(N)
         want = xv @ w64.T + b64
         tol = 1e-4 * (np.abs(xv) @ np.abs(w64).T + np.abs(b64)) + 1e-30
-        for tiled in (False, True):
+        if rows > 1:
+            prefill = RENDERERS[Op.LINEAR](ctx, node)[-1].kernel
+            assert prefill == (f"ingot_linear_h_{dtype}" if dtype in HALF_UNIT
+                               else f"ingot_linear_t_{dtype}")
+        for tiled, mma in ((False, True), (True, False), (True, True)):
+            if mma and tiled and dtype not in HALF_UNIT:
+                continue
+            t = tol
+            if tiled and mma:
+                u, sub = HALF_UNIT[dtype]
+                t = tol + u * (np.abs(xv) @ np.abs(w64).T) + sub * np.abs(w64).sum(1)
             yb[:] = np.nan
-            run(sim, linear_launches(ctx, node, False, tiled), n)
-            check(yb[:rows * N].reshape(rows, N), want, tol,
-                  f"{dtype} n={n} bias={with_bias} tiled={tiled}")
+            launches = linear_launches(ctx, node, False, tiled, mma)
+            run(sim, launches, n)
+            check(yb[:rows * N].reshape(rows, N), want, t,
+                  f"{dtype} n={n} bias={with_bias} {launches[-1].kernel}")
             assert np.isnan(yb[rows * N:]).all(), "wrote past y"
 
 
@@ -607,7 +625,7 @@ extern "C" __global__ void ingot_diverges(KARGS) {
     assert launch(b"ingot_shuffles", 2048) == -2
 
 
-@pytest.mark.parametrize("name", ("q4_0", "q6_k", "mxfp4", "f16"))
+@pytest.mark.parametrize("name", ("q4_0", "q6_k", "mxfp4", "f16", "bf16"))
 def test_tiled_prefill_crosses_tiles(sim, name):
     """70 rows and 67 tokens: a second tile of each, both partial (the other tests fit one)."""
     rng = np.random.default_rng(90)
@@ -624,11 +642,15 @@ def test_tiled_prefill_crosses_tiles(sim, name):
         w64 = widened(ctx, w).reshape(N, K)
     node, xv, yb, rows, b = linear_case(ctx, rng, w, N, K, n, True, False)
     launches = RENDERERS[Op.LINEAR](ctx, node)
-    assert launches[-1].kernel == f"ingot_linear_{'q8m' if name in Q8_FORMATS else 't'}_{name}"
+    kind = 'q8m' if name in Q8_FORMATS else 'h' if name in HALF_UNIT else 't'
+    assert launches[-1].kernel == f"ingot_linear_{kind}_{name}"
     run(sim, launches, n, scratch=np.zeros(n * q8_row(K), np.uint8))
     xq = quantize_like_kernel(xv)[0] if name in Q8_FORMATS else xv
     b64 = widened(ctx, b)
     tol = 1e-4 * (np.abs(xq) @ np.abs(w64).T + np.abs(b64)) + 1e-30
+    if name in HALF_UNIT:  # activations rounded to the weights' 16-bit type
+        u, sub = HALF_UNIT[name]
+        tol = tol + u * (np.abs(xq) @ np.abs(w64).T) + sub * np.abs(w64).sum(1)
     check(yb[:n * N].reshape(n, N), xq @ w64.T + b64, tol, f"tiled {name}")
     assert np.isnan(yb[n * N:]).all()
 

@@ -13,7 +13,7 @@ from ...compiler.ir import Op, Tensor, kv_row_layout
 from ...errors import IngotError
 from ..cpu.kernels import ACT_CODES
 from .formats import FORMATS
-from .source import CU_DIR, FLOATS, KERNELS, KV, kernel_source
+from .source import CU_DIR, FLOATS, HALVES, KERNELS, KV, kernel_source
 
 __all__ = ["Word", "Dim", "Launch", "Ctx", "RENDERERS", "kernel_source", "scratch_bytes",
            "linear_launches", "attention_splits", "q8_row", "KERNELS", "CU_DIR", "Q8_FORMATS"]
@@ -152,7 +152,8 @@ def _linear(c, n):
 def linear_launches(c, n, q8: bool, tiled: bool = False, mma: bool = True) -> list:
     """A LINEAR node's launches: with q8 (block types only), quantize the activations to 8 bits
     into scratch, then an integer-dot kernel; else a float kernel. Tiled: 64 rows x 64 tokens a
-    block (prefill), with q8 on int8 tensor cores (WMMA) unless not mma (then dp4a); else a
+    block (prefill), with q8 on int8 tensor cores (WMMA) unless not mma (then dp4a), f16 and
+    bf16 weights on 16-bit tensor cores unless not mma (then float FMA); else a
     warp a row (decode, single rows: dp4a)."""
     x, y, w = n.inputs[0], n.outputs[0], n.weights["w"]
     N, K = w.shape
@@ -170,6 +171,9 @@ def linear_launches(c, n, q8: bool, tiled: bool = False, mma: bool = True) -> li
             return [quant, _launch(kernel, args + (q,), (Dim(N, 0, TQ_TILE), _rows_dim(x, TQ_TILE)),
                                    256)]
         return [quant, _launch(f"ingot_linear_q8_{w.dtype}", args + (q,), grid, 32 * LIN_WARPS)]
+    if w.dtype in HALVES and tiled and mma:  # f16 / bf16 tensor cores
+        return [_launch(f"ingot_linear_h_{w.dtype}", args,
+                        (Dim(N, 0, TQ_TILE), _rows_dim(x, TQ_TILE)), 256)]
     if (w.dtype in FLOATS or w.dtype in FORMATS) and tiled:
         return [_launch(f"ingot_linear_t_{w.dtype}", args,
                         (Dim(N, 0, TQ_TILE), _rows_dim(x, TQ_TILE)), 256)]

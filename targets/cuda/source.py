@@ -8,6 +8,7 @@ from ...errors import IngotError
 from .formats import FORMATS, formats_source
 
 FLOATS = {"f32": "LdF32", "f16": "LdF16", "bf16": "LdBF16"}  # weight loaders (cu/common.cuh)
+HALVES = {"f16": "HalfF16", "bf16": "HalfBF16"}  # 16-bit weights on tensor cores (cu/matrix.cu)
 KV = {"f32": "KvF32", "f16": "KvF16", "q8_0": "KvQ8"}  # KV cache types (cu/attention.cu)
 FIXED = ("ingot_rmsnorm", "ingot_add_rmsnorm", "ingot_layernorm", "ingot_act", "ingot_mul_act",
          "ingot_add", "ingot_scale", "ingot_quantize_q8", "ingot_attention_merge")
@@ -32,6 +33,8 @@ def _entries() -> dict:
         e[f"ingot_linear_{t}"] = _lin(f"ingot_linear_{t}", "lin_warp", f"FloatRows<{ld}>")
         e[f"ingot_linear_t_{t}"] = ext.format(f"ingot_linear_t_{t}",
                                               f"lin_float_tiled<FloatRows<{ld}> >")
+    for t, h in HALVES.items():
+        e[f"ingot_linear_h_{t}"] = ext.format(f"ingot_linear_h_{t}", f"lin_half_wmma<{h}>")
     for q in FORMATS:
         e[f"ingot_embed_{q}"] = ext.format(f"ingot_embed_{q}", f"embed_quant<Q_{q}>")
         e[f"ingot_linear_{q}"] = _lin(f"ingot_linear_{q}", "lin_warp", f"BlockRows<Q_{q}>")

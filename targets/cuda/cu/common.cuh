@@ -4,6 +4,7 @@
 // sequences, one token each) adds its row table: d[2 + 2t] = row t's position, d[3 + 2t] = the
 // byte offset of its sequence's KV cache from slot 0's (the step's state words).
 #ifndef INGOT_SIM
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>  // WMMA (the simulator's: sim/shim.h)
 #endif

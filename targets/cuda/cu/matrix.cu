@@ -290,6 +290,67 @@ template <class R> __device__ void lin_float_tiled(KARGS) {
     store_tile4(a, d, acc, r0, t0, ri, tj);
 }
 
+// Prefill with f16 or bf16 weights on tensor cores (WMMA, float accumulators): the weights'
+// own 16-bit values, the activations rounded to the same type, their only rounding (so each
+// product is off by at most that type's unit roundoff, 2^-11 or 2^-8, relative). The same
+// 64 x 64 tiles as lin_float_tiled over chunks of 32 values; warp w multiplies the 16 rows
+// from 16 (w / 2) by the 32 tokens from 32 (w % 2), its two accumulators held across the
+// whole K loop, then handed to store_tile4 through shared memory.
+#define TH_LD 40              // a chunk row's stride in 16-bit values: 256-bit tile starts
+#define TH_OLD (TQ_TOKS + 4)  // the results' row stride in floats
+struct HalfF16 {
+    typedef __half T;
+    __device__ static T bits(u16 b) { return __ushort_as_half(b); }
+    __device__ static T from(float v) { return __float2half_rn(v); }
+};
+struct HalfBF16 {
+    typedef __nv_bfloat16 T;
+    __device__ static T bits(u16 b) { return __ushort_as_bfloat16(b); }
+    __device__ static T from(float v) { return __float2bfloat16_rn(v); }
+};
+template <class H> __device__ void lin_half_wmma(KARGS) {
+    using namespace nvcuda;
+    typedef typename H::T T;
+    __shared__ __align__(32) T ws[TQ_ROWS][TH_LD], xs[TQ_TOKS][TH_LD];  // [row or token][k]
+    __shared__ __align__(32) float res[TQ_ROWS][TH_OLD];
+    const i64 K = a[3], N = a[5], n = a[2], xst = a[1];
+    const i64 r0 = (i64)blockIdx.x * TQ_ROWS, t0 = (i64)blockIdx.y * TQ_TOKS;
+    const int tid = threadIdx.x, ld_i = tid >> 2, ld_k = (tid & 3) * 8;
+    const int ri = (tid >> 4) * 4, tj = (tid & 15) * 4;
+    const int mr = (tid >> 6) * 16, mt = ((tid >> 5) & 1) * 32;  // this warp's products
+    const u16 *w = (const u16 *)a[4];
+    const float *x = AFP(0);
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc[2];
+    wmma::fill_fragment(fc[0], 0.0f);
+    wmma::fill_fragment(fc[1], 0.0f);
+    for (i64 k0 = 0; k0 < K; k0 += 32) {
+        for (int j = 0; j < 8; j++) {  // zeros past the rows, tokens and K
+            const i64 k = k0 + ld_k + j;
+            ws[ld_i][ld_k + j] = H::bits(r0 + ld_i < N && k < K ? w[(r0 + ld_i) * K + k] : 0);
+            xs[ld_i][ld_k + j] = H::from(t0 + ld_i < n && k < K ? x[(t0 + ld_i) * xst + k]
+                                                                 : 0.0f);
+        }
+        __syncthreads();
+        for (int kk = 0; kk < 32; kk += 16) {
+            wmma::load_matrix_sync(fa, &ws[mr][kk], TH_LD);
+            for (int c = 0; c < 2; c++) {
+                wmma::load_matrix_sync(fb, &xs[mt + 16 * c][kk], TH_LD);
+                wmma::mma_sync(fc[c], fa, fb, fc[c]);
+            }
+        }
+        __syncthreads();
+    }
+    for (int c = 0; c < 2; c++)
+        wmma::store_matrix_sync(&res[mr][mt + 16 * c], fc[c], TH_OLD, wmma::mem_row_major);
+    __syncthreads();
+    float acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = res[ri + i][tj + j];
+    store_tile4(a, d, acc, r0, t0, ri, tj);
+}
+
 // EMBED from a block-quantized table: tok, rows, table, dim, scale, y; grid
 // (ceil(dim / 8 / 128), rows): a thread decodes one slice of 8 values of the token's row.
 template <class F> __device__ void embed_quant(KARGS) {

@@ -162,7 +162,22 @@ static inline __half __float2half_rn(float f) {
     return h;
 }
 
-// --- nvcuda::wmma, integer element types only ---
+// --- bfloat16 as its bits (round to nearest even; NaN stays a quiet NaN) ---
+struct __nv_bfloat16 { unsigned short x; };
+static inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) {
+    __nv_bfloat16 h; h.x = u; return h;
+}
+static inline float __bfloat162float(__nv_bfloat16 h) { return __int_as_float((int)((unsigned)h.x << 16)); }
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    const unsigned x = (unsigned)__float_as_int(f);
+    __nv_bfloat16 h;
+    if ((x & 0x7fffffffu) > 0x7f800000u) { h.x = (unsigned short)((x >> 16) | 0x40u); return h; }
+    h.x = (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+    return h;
+}
+
+// --- nvcuda::wmma: integer (int8 in, int32 out) and 16-bit float (f16 / bf16 in, float out)
+// element types ---
 // A fragment holds its whole tile, row by row, in every lane (the device spreads it over the
 // lanes in a layout we never rely on). load / store / mma are warp-collective as on the
 // device: each lane posts its arguments, a barrier, the warp's first lane checks that they
@@ -186,7 +201,9 @@ template <int M, int N, int K> struct tile<matrix_b, M, N, K> { enum { R = K, C 
 template <int M, int N, int K> struct tile<accumulator, M, N, K> { enum { R = M, C = N }; };
 
 template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
-    static_assert(std::is_integral<T>::value, "the simulator's WMMA has integer types only");
+    static_assert(std::is_integral<T>::value || std::is_same<T, float>::value ||
+                      std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value,
+                  "the simulator's WMMA has integer, float, half and bfloat16 elements");
     typedef T element_type;
     enum { R = tile<Use, M, N, K>::R, C = tile<Use, M, N, K>::C, num_elements = R * C };
     T x[num_elements];
@@ -197,7 +214,17 @@ template <class Use, int M, int N, int K, class T, class Layout = void> struct f
 namespace ingot_sim {
 struct WarpCall { const void *p; unsigned ldm; int layout; };
 static WarpCall wcall[MAX_THREADS];
-static long long wtile[MAX_THREADS / 32][32 * 32];  // a warp's result in flight
+static double wtile[MAX_THREADS / 32][32 * 32];  // a warp's result in flight (exact for
+                                                  // every integer result: |v| < 2^53)
+// Elements to and from the tile's doubles.
+template <class T> static inline double wide(T v) { return (double)v; }
+static inline double wide(__half v) { return __half2float(v); }
+static inline double wide(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T> static inline T narrow(double v) { return (T)v; }
+template <> inline __half narrow<__half>(double v) { return __float2half_rn((float)v); }
+template <> inline __nv_bfloat16 narrow<__nv_bfloat16>(double v) {
+    return __float2bfloat16_rn((float)v);
+}
 
 // Runs `lead` once for the calling warp between two barriers (as above);
 // mem: the call addresses memory (else only the lanes' agreement is checked).
@@ -215,13 +242,13 @@ template <class Fn> static inline void warp_call(WarpCall c, bool mem, unsigned 
     }
     __syncthreads();
 }
-template <class F> static inline long long *warp_tile() {
+template <class F> static inline double *warp_tile() {
     static_assert(F::num_elements <= 32 * 32, "WMMA tile too large for the simulator");
     return wtile[S.cur >> 5];
 }
 template <class F> static inline void take_tile(F &f) {
-    const long long *w = warp_tile<F>();
-    for (int i = 0; i < F::num_elements; i++) f.x[i] = (typename F::element_type)w[i];
+    const double *w = warp_tile<F>();
+    for (int i = 0; i < F::num_elements; i++) f.x[i] = narrow<typename F::element_type>(w[i]);
 }
 // Offset of element (i, j) in memory of the given layout.
 static inline long long wmma_at(int i, int j, unsigned ldm, bool row) {
@@ -233,16 +260,16 @@ namespace nvcuda {
 namespace wmma {
 template <class Use, int M, int N, int K, class T, class L, class V>
 static inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, const V &v) {
-    for (int i = 0; i < f.num_elements; i++) f.x[i] = (T)v;
+    for (int i = 0; i < f.num_elements; i++) f.x[i] = ingot_sim::narrow<T>((double)v);
 }
 
 template <class F, class T>
 static inline void load_tile(F &f, const T *p, unsigned ldm, bool row) {
     using namespace ingot_sim;
     warp_call({p, ldm, row}, true, sizeof(T), [&] {
-        long long *w = warp_tile<F>();
+        double *w = warp_tile<F>();
         for (int i = 0; i < F::R; i++)
-            for (int j = 0; j < F::C; j++) w[i * F::C + j] = p[wmma_at(i, j, ldm, row)];
+            for (int j = 0; j < F::C; j++) w[i * F::C + j] = wide(p[wmma_at(i, j, ldm, row)]);
     });
     take_tile(f);
 }
@@ -267,7 +294,9 @@ static inline void store_matrix_sync(T *p, const fragment<accumulator, M, N, K, 
             for (int j = 0; j < N; j++) p[ingot_sim::wmma_at(i, j, ldm, row)] = f.x[i * N + j];
     });
 }
-// D = A B + C, exact in 64 bits, then wrapped to the accumulator type (satf: clamped).
+// D = A B + C: integers exact in 64 bits, then wrapped to the accumulator type (satf:
+// clamped); 16-bit floats with each product exact and the sum in double, rounded once to the
+// float accumulator (the device sums in float in an unspecified order: within rounding).
 template <int M, int N, int K, class TA, class LA, class TB, class LB, class TC>
 static inline void mma_sync(fragment<accumulator, M, N, K, TC> &d,
                             const fragment<matrix_a, M, N, K, TA, LA> &a,
@@ -275,13 +304,20 @@ static inline void mma_sync(fragment<accumulator, M, N, K, TC> &d,
                             const fragment<accumulator, M, N, K, TC> &c, bool satf = false) {
     typedef fragment<accumulator, M, N, K, TC> FC;
     ingot_sim::warp_call({nullptr, 0, 0}, false, 1, [&] {
-        long long *w = ingot_sim::warp_tile<FC>();
+        double *w = ingot_sim::warp_tile<FC>();
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
-                long long s = c.x[i * N + j];
-                for (int k = 0; k < K; k++) s += (long long)a.x[i * K + k] * b.x[k * N + j];
-                if (satf) s = s > INT_MAX ? INT_MAX : s < INT_MIN ? INT_MIN : s;
-                w[i * N + j] = (TC)s;
+                if constexpr (std::is_integral<TA>::value) {
+                    long long s = c.x[i * N + j];
+                    for (int k = 0; k < K; k++) s += (long long)a.x[i * K + k] * b.x[k * N + j];
+                    if (satf) s = s > INT_MAX ? INT_MAX : s < INT_MIN ? INT_MIN : s;
+                    w[i * N + j] = (double)(TC)s;
+                } else {
+                    double s = ingot_sim::wide(c.x[i * N + j]);
+                    for (int k = 0; k < K; k++)
+                        s += ingot_sim::wide(a.x[i * K + k]) * ingot_sim::wide(b.x[k * N + j]);
+                    w[i * N + j] = (double)(TC)s;
+                }
             }
     });
     ingot_sim::take_tile(d);
