@@ -4,9 +4,9 @@ A decode step streams every weight once. Through the file map they sit in 4 KiB 
 pages: a 241 MB model is 60 000 pages, far more than the second-level TLB covers, and the
 hardware prefetchers stop at every 4 KiB boundary, so each step pays a page walk and a cold
 start per page. Read once at load into anonymous memory advised MADV_HUGEPAGE they sit in 2 MiB
-pages instead (Gemma 3 270M Q4_K_M decode x1.2 at 1 thread, x1.14 at 2 on a Zen 3 host; see the
-README's benchmark). The read costs about as long as faulting the map in would, and the page
-cache it reads through is not mapped, so resident memory is the same.
+pages instead (Gemma 3 270M Q4_K_M decode x1.29 at 1 thread, x1.20 at 2 in a same-process A/B;
+see the README's benchmark). The read takes 40-70 ms for those 241 MiB from a warm page cache,
+and the page cache it reads through is not mapped, so resident memory is the same.
 
 Only where the kernel offers transparent huge pages (`enabled` is `always` or `madvise`): with
 `never` the copy would buy nothing, and the weights stay mapped from the file.

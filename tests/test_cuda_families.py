@@ -24,13 +24,15 @@ from test_cuda_e2e import ATOL, CHUNK, DECODE, MAX_SEQ, _compare, _greedy
 
 pytestmark = pytest.mark.xdist_group("cuda_families")  # not the long "cuda" group's worker
 
-# name: (family, config overrides, compile options). Gemma 2 at hidden 256 so that its q/k/v
-# and MLP rows are whole 256-value K-quant blocks (Q4K gives rows that are not Q5_0).
+# name: (family, config overrides, compile options). The quantized cases are sized so that
+# every matrix takes the ISQ type (a row width that fits no block stays f16, and those run a
+# different kernel): Gemma 2 at hidden 256 and 8 heads of 32 so that q/k/v, o and the MLP rows
+# are whole 256-value K-quant blocks; Qwen 2 at hidden 64 (Q8_0 blocks of 32).
 CASES = {
     "gemma2-q4k": ("gemma2", dict(hidden_size=256, intermediate_size=512,
-                                  num_attention_heads=8), dict(isq="Q4K")),
+                                  num_attention_heads=8, head_dim=32), dict(isq="Q4K")),
     "phi2-f16kv": ("phi2", {}, dict(kv_cache="f16")),
-    "qwen2-q8_0": ("qwen2", {}, dict(isq="Q8_0")),
+    "qwen2-q8_0": ("qwen2", dict(hidden_size=64, intermediate_size=128), dict(isq="Q8_0")),
     "llama-f16": ("llama", {}, dict(dtype="f16")),
     "llama-bf16": ("llama", {}, dict(dtype="bf16")),
 }
@@ -58,20 +60,41 @@ def test_family_on_the_simulator_matches_cpu(case, tmp_path, monkeypatch):
         kernels = set(art.json("cuda_launches")["kernels"])
     finally:
         art.close()
-    if opts.get("isq") == "Q4K":  # the K-quant kernels are the ones exercised
-        assert any("q4_k" in k for k in kernels), sorted(kernels)
+    if opts.get("isq"):  # the quantized kernels are the ones exercised, and only they
+        assert any(opts["isq"].lower().replace("4k", "4_k") in k for k in kernels), kernels
+        assert not any(k.startswith("ingot_linear_") and k.endswith(("f16", "bf16", "f32"))
+                       for k in kernels), sorted(kernels)
     monkeypatch.setenv("INGOT_CUDA_SIM", str(build_sim(src, tmp_path / "sim")))
     with ingot.load(host, threads=1) as m:
         cpu = _greedy(m, DECODE)
     with ingot.load(gpu) as m:
         assert m.device == "cuda" and m._team.name == "sim"
         gpu_run = _greedy(m, DECODE)
-    # f32 weights: the two differ by summation order only (1e-4, as test_cuda_e2e); quantized
-    # weights: both sides quantize activations to 8 bits alike, and one on a rounding boundary
-    # can take the neighbouring code on one side (1e-3, as test_cuda_e2e's q8_0).
+    # f32 weights: the two differ by summation order only (1e-4, as test_cuda_e2e).
     if "dtype" in opts:
         assert f"ingot_linear_h_{opts['dtype']}" in kernels  # prefill on 16-bit tensor cores
         _compare(cpu, gpu_run, HALF_ATOL[opts["dtype"]])
+    elif opts.get("isq"):
+        _compare_quantized(cpu, gpu_run)
     else:
-        _compare(cpu, gpu_run, ATOL["q8_0" if opts.get("isq") else None])
+        _compare(cpu, gpu_run, ATOL[None])
     assert np.isfinite(gpu_run[1]).all()
+
+
+def _compare_quantized(cpu, gpu):
+    """Quantized weights: both sides quantize each activation row to 8 bits alike, so most
+    steps agree to summation order. A value that lands on a rounding boundary can take the
+    neighbouring code on one side; that moves a dot product by one quantization step (the row's
+    max |x| / 127, ~0.8 % of its range) times a weight. Measured on Gemma 2 Q4K: one step of 17
+    at 2.5e-3 of max |logit|, every other step exact (the flip was in the head's input, so it
+    stays in that step). Allowed: every step within 1e-3 (test_cuda_e2e's q8_0 bound) but at
+    most two, and those within 1e-2 (a flip's step times a weight of the random model's ~0.2
+    spread, with margin); the greedy tokens equal."""
+    (t_cpu, l_cpu), (t_gpu, l_gpu) = cpu, gpu
+    assert t_gpu == t_cpu
+    scale = max(1.0, float(np.abs(l_cpu).max()))
+    err = np.abs(l_gpu - l_cpu).max(axis=1) / scale
+    print("relative max |logit difference| per step:", np.round(err, 6))
+    assert (err > ATOL["q8_0"]).sum() <= 2, err
+    assert err.max() <= 1e-2, err
+
