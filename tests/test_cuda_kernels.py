@@ -480,7 +480,9 @@ def test_kv_store_and_attention(sim, monkeypatch, dt, window, ring, cap, D):
     """Three steps into one cache (17 tokens from position 0, 8 from 17, one at 25; a window's
     ring of 22 rows wraps), GQA (6 query heads over 2 kv heads), head dims that end in a short
     q8_0 block, one for each of the kernel's register layouts (up to 64, 128, 256, 512). The
-    decode step splits its keys across blocks (as long caches do; some splits get none)."""
+    decode step splits its keys across blocks (as long caches do; some splits get none); the
+    prefill steps run the tiled kernel (17 queries: three blocks of 8, the last with one; keys
+    in tiles of 16, the last part-filled) but for head_dim 300 (the untiled one)."""
     from ingot.targets.cuda import kernel_table
     monkeypatch.setattr(kernel_table, "ATT_SPLIT_MIN_KEYS", 0)
     rng = np.random.default_rng(70 + ATT_CASES.index((dt, window, ring, cap, D)))
@@ -508,6 +510,9 @@ def test_kv_store_and_attention(sim, monkeypatch, dt, window, ring, cap, D):
                     states={"k_cache": kc, "v_cache": vc})
         launches = RENDERERS[Op.ATTENTION](ctx, node)
         assert len(launches) == (3 if n == 1 else 2)  # store, attend (split, merge)
+        if n > 1:  # prefill: in tiles of K and V shared by 8 queries, up to head_dim 256
+            tiled = f"ingot_attention_t_{dt}"
+            assert (launches[1].kernel == tiled) == (D <= 256), launches[1].kernel
         used = H * kernel_table.attention_splits(node.attrs) * (D + 2)  # floats, one token
         scratch = np.full(used + GUARD, np.nan, np.float32)
         run(sim, launches, n, pos=pos, scratch=scratch)

@@ -51,6 +51,9 @@ def _entries() -> dict:
                                                        f"kv_store<{kv}, {rows}>")
             e[f"ingot_attention{sfx}_{t}"] = call.format(f"ingot_attention{sfx}_{t}",
                                                          f"attention<{kv}, {rows}>(a, d, 1)")
+            if not sfx:  # one sequence's prefill
+                e[f"ingot_attention_t_{t}"] = ext.format(f"ingot_attention_t_{t}",
+                                                         f"attention_tiled<{kv}>")
             e[f"ingot_attention_split{sfx}_{t}"] = call.format(
                 f"ingot_attention_split{sfx}_{t}", f"attention<{kv}, {rows}>(a, d, a[16])")
     return e

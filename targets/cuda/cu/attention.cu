@@ -142,6 +142,84 @@ template <class F, bool ROWS> __device__ void attention(KARGS, i64 S) {
     else attend<F, 16, ROWS>(a, d, sh, S);
 }
 
+// Prefill ATTENTION in tiles (one sequence, several tokens): the same arguments as attention;
+// grid (H, ceil(rows / ATP_Q)), ATP_Q warps, warp w for query t = blockIdx.y * ATP_Q + w.
+// The block walks the keys its queries need (from the first one's window start to the last
+// one's position) ATP_K at a time: all threads read a tile of K and V from the cache into
+// shared memory once (decoded to float) for the ATP_Q queries, instead of each query reading
+// the cache itself. Scores: lane l takes key l % ATP_K over the dims of parity l / ATP_K (the
+// two halves summed by one shuffle), so each lane does D / 2 products a tile and the warp
+// reduces once a tile, not once a key; keys outside a query's window score -inf. Weighted
+// values: lane l holds dims l, l + 32, ... as attend. Head dims up to ATP_MAX_D.
+#define ATP_Q 8
+#define ATP_K 16
+#define ATP_MAX_D 256
+#define ATP_KLD (ATP_MAX_D + 2)  // K rows: lanes k and k + 16 (the dim pairs) on distinct banks
+struct AtpShared {
+    float ks[ATP_K][ATP_KLD], vs[ATP_K][ATP_MAX_D], qs[ATP_Q][ATP_MAX_D], ps[ATP_Q][ATP_K];
+};
+template <class F, int DL> __device__ void attend_tiled(KARGS, AtpShared &sh) {
+    float(*ks)[ATP_KLD] = sh.ks, (*vs)[ATP_MAX_D] = sh.vs, (*qs)[ATP_MAX_D] = sh.qs;
+    float(*ps)[ATP_K] = sh.ps;
+    const i64 H = a[3], KV = a[4], D = a[5], h = blockIdx.x, n = a[2], g = h / (H / KV);
+    const i64 ring = a[8], rb = a[9], soff = a[10], window = a[12];
+    const float scale = AF(11), cap = AF(13);
+    const u8 *kc = (const u8 *)a[6], *vc = (const u8 *)a[7];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kl = lane % ATP_K, par = lane / ATP_K;
+    const i64 t0 = (i64)blockIdx.y * ATP_Q, t = t0 + w, tl = min(n, t0 + ATP_Q) - 1;
+    const bool live = t < n;
+    const i64 p = d[0] + (live ? t : tl);  // this query's position (a spare warp: the last's)
+    auto first = [&](i64 q) { return (window > 0 && q - window + 1 > 0) ? q - window + 1 : 0; };
+    const i64 lo = first(p), kb = first(d[0] + t0), ke = d[0] + tl + 1;  // keys [kb, ke)
+    for (i64 j = lane; j < D; j += 32) qs[w][j] = live ? AFP(0)[t * a[1] + h * D + j] : 0.0f;
+    float acc[DL];
+    for (int i = 0; i < DL; i++) acc[i] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (i64 k0 = kb; k0 < ke; k0 += ATP_K) {
+        __syncthreads();  // the last tile's readers are done
+        for (i64 e = threadIdx.x; e < ATP_K * D; e += blockDim.x) {
+            const i64 k = e / D, j = e - k * D, key = k0 + k, row = (key % ring) * rb;
+            ks[k][j] = key < ke ? F::get(kc + row, soff, g, D, j) : 0.0f;
+            vs[k][j] = key < ke ? F::get(vc + row, soff, g, D, j) : 0.0f;
+        }
+        __syncthreads();
+        const i64 key = k0 + kl;
+        float s = 0.0f;
+        for (i64 j = par; j < D; j += 2) s += qs[w][j] * ks[kl][j];
+        s += __shfl_xor_sync(FULL, s, ATP_K);
+        s *= scale;
+        if (cap > 0.0f) s = cap * tanhf(s / cap);
+        if (!live || key < lo || key > p) s = -INFINITY;
+        const float mt = warp_max(s);
+        const float mn = fmaxf(m, mt);  // -inf while no key of this query has come
+        const float e = mn == -INFINITY ? 0.0f : expf(s - mn);
+        const float c = mn == -INFINITY ? 1.0f : expf(m - mn);
+        if (par == 0) ps[w][kl] = e;
+        l = l * c + warp_sum(par == 0 ? e : 0.0f);
+        m = mn;
+        __syncwarp();
+        for (int i = 0; i < DL; i++) {
+            const i64 j = lane + 32 * i;
+            if (j < D) {
+                float v = acc[i] * c;
+                for (int k = 0; k < ATP_K; k++) v += ps[w][k] * vs[k][j];
+                acc[i] = v;
+            }
+        }
+    }
+    if (!live) return;
+    float *out = AOUT(14) + (t * H + h) * D;
+    for (int i = 0; i < DL; i++)
+        if (lane + 32 * i < D) out[lane + 32 * i] = acc[i] / l;
+}
+template <class F> __device__ void attention_tiled(KARGS) {
+    __shared__ AtpShared sh;  // one copy for the kernel, whichever variant runs
+    const i64 D = a[5];
+    if (D <= 64) attend_tiled<F, 2>(a, d, sh);
+    else if (D <= 128) attend_tiled<F, 4>(a, d, sh);
+    else attend_tiled<F, 8>(a, d, sh);
+}
+
 // ATTENTION_MERGE: part, rows, H, D, S, out; grid (H, rows): the S partial results of each
 // (token, head) rescaled to their common max and normalised.
 extern "C" __global__ void ingot_attention_merge(KARGS) {

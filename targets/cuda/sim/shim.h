@@ -106,6 +106,10 @@ template <class T> static inline T __shfl_sync(unsigned, T v, int src, int width
     return ingot_exchange(v, (t & ~(width - 1)) | (src & (width - 1)));
 }
 
+// A warp's barrier: the block's (every thread of the block calls it the same number of times,
+// as the shuffles above).
+static inline void __syncwarp(unsigned = 0xffffffffu) { __syncthreads(); }
+
 // --- integer and float intrinsics ---
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
