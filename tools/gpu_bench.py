@@ -121,9 +121,14 @@ def main(argv=None) -> int:
                                     text=True).stdout.strip()}
     print(json.dumps(report), flush=True)
 
-    # Batch 1: the same benchmark as on the CPU (Ingot alone: no llama.cpp build there).
-    bench = subprocess.run([sys.executable, "-m", "ingot.cli", "bench", str(gpu),
-                            "--no-reference", "--threads", "1", "--prompt-tokens", "128,512",
+    # Batch 1: the same benchmark as on the CPU; llama.cpp (all layers on the GPU) in the
+    # same run where a GGUF is given and llama-cpp-python with CUDA is importable there.
+    import importlib.util
+    peer = ["--gguf", args.gguf] if args.gguf and importlib.util.find_spec("llama_cpp") \
+        else ["--no-reference"]
+    report["peer"] = "llama-cpp-python" if peer[0] == "--gguf" else None
+    bench = subprocess.run([sys.executable, "-m", "ingot.cli", "bench", str(gpu), *peer,
+                            "--threads", "1", "--prompt-tokens", "128,512",
                             "--gen-tokens", str(args.steps), "--repeats", str(args.repeats),
                             "--json"], capture_output=True, text=True)
     (out / "bench_b1.txt").write_text(bench.stdout + bench.stderr)
