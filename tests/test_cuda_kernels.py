@@ -469,24 +469,26 @@ def cache_values(cache, dt, rows, KV, D):
     return q * np.repeat(s.astype(np.float64), 32, axis=2)[:, :, :D]
 
 
-ATT_CASES = [  # (cache type, window, ring rows, softcap, head_dim): each head_dim class
-    ("f32", 0, 40, 0.0, 40), ("f16", 0, 40, 5.0, 96), ("q8_0", 0, 40, 0.0, 256),
-    ("f32", 6, 22, 0.0, 300), ("q8_0", 6, 22, 3.0, 40), ("f16", 6, 22, 0.0, 72),
+ATT_CASES = [  # (cache type, window, ring rows, softcap, head_dim, query heads over 2 kv
+    # heads): each head_dim class; 3 heads a group (a tiled block takes one head), 4 and 2
+    ("f32", 0, 40, 0.0, 40, 8), ("f16", 0, 40, 5.0, 96, 6), ("q8_0", 0, 40, 0.0, 256, 4),
+    ("f32", 6, 22, 0.0, 300, 6), ("q8_0", 6, 22, 3.0, 40, 8), ("f16", 6, 22, 0.0, 72, 6),
 ]
 
 
-@pytest.mark.parametrize("dt,window,ring,cap,D", ATT_CASES)
-def test_kv_store_and_attention(sim, monkeypatch, dt, window, ring, cap, D):
+@pytest.mark.parametrize("dt,window,ring,cap,D,H", ATT_CASES)
+def test_kv_store_and_attention(sim, monkeypatch, dt, window, ring, cap, D, H):
     """Three steps into one cache (17 tokens from position 0, 8 from 17, one at 25; a window's
-    ring of 22 rows wraps), GQA (6 query heads over 2 kv heads), head dims that end in a short
+    ring of 22 rows wraps), GQA (H query heads over 2 kv heads), head dims that end in a short
     q8_0 block, one for each of the kernel's register layouts (up to 64, 128, 256, 512). The
     decode step splits its keys across blocks (as long caches do; some splits get none); the
-    prefill steps run the tiled kernel (17 queries: three blocks of 8, the last with one; keys
-    in tiles of 16, the last part-filled) but for head_dim 300 (the untiled one)."""
+    prefill steps run the tiled kernel (blocks of 8 (query, head) pairs: 8 queries of one head,
+    4 of 2 heads or 2 of 4 heads of a group; the last block part-filled; keys in tiles of 16,
+    the last part-filled) but for head_dim 300 (the untiled one)."""
     from ingot.targets.cuda import kernel_table
     monkeypatch.setattr(kernel_table, "ATT_SPLIT_MIN_KEYS", 0)
-    rng = np.random.default_rng(70 + ATT_CASES.index((dt, window, ring, cap, D)))
-    H, KVH, scale = 6, 2, 1 / np.sqrt(D)
+    rng = np.random.default_rng(70 + ATT_CASES.index((dt, window, ring, cap, D, H)))
+    KVH, scale = 2, 1 / np.sqrt(D)
     row_bytes, soff = kv_row_layout(dt, KVH, D)
     ctx = Ctx()
     kc = Tensor("k_cache", ring, KVH * D, "state", dt)

@@ -56,7 +56,7 @@ class Ctx(Protocol):
 # alike).
 Q8_FORMATS = tuple(f for f in FORMATS if f not in ("iq4_nl", "mxfp4"))
 LIN_WARPS, LIN_TILE, TQ_TILE, ATT_MAX_D = 4, 8, 64, 512  # as cu/matrix.cu, cu/attention.cu
-ATP_Q, ATP_MAX_D = 8, 256  # prefill attention in tiles: queries a block, its head dims (ditto)
+ATP_Q, ATP_MAX_D = 8, 256  # prefill attention in tiles: (query, head) pairs a block, head dims
 ATT_WARPS = {"decode": 8, "prefill": 4}  # per (token, head): a lone token's keys split 8 ways
 # Decode over caches of ATT_SPLIT_MIN_KEYS rows or more: keys split across up to
 # ATT_MAX_SPLITS blocks a head, for about ATT_SPLIT_BLOCKS blocks in all.
@@ -252,8 +252,9 @@ def _attention(c, n):
                                        _f(a["softcap"] or 0.0), c.act(n.outputs[0]))
     launches = [_launch(f"ingot_kv_store{sfx}_{dt}", store, (Dim(KVH), _rows_dim(q)), 32)]
     if not decode and D <= ATP_MAX_D:  # prefill: K and V tiles shared by ATP_Q queries
-        return launches + [_launch(f"ingot_attention_t_{dt}", attend,
-                                   (Dim(H), _rows_dim(q, ATP_Q)), 32 * ATP_Q)]
+        hb = next(b for b in (8, 4, 2, 1) if (H // KVH) % b == 0)  # heads of a group a block
+        return launches + [_launch(f"ingot_attention_t_{dt}", attend + (_i(hb),),
+                                   (Dim(H // hb), _rows_dim(q, ATP_Q // hb)), 32 * ATP_Q)]
     S = attention_splits(a) if decode else 1
     if S == 1:
         return launches + [_launch(f"ingot_attention{sfx}_{dt}", attend, (Dim(H), _rows_dim(q)),

@@ -142,15 +142,17 @@ template <class F, bool ROWS> __device__ void attention(KARGS, i64 S) {
     else attend<F, 16, ROWS>(a, d, sh, S);
 }
 
-// Prefill ATTENTION in tiles (one sequence, several tokens): the same arguments as attention;
-// grid (H, ceil(rows / ATP_Q)), ATP_Q warps, warp w for query t = blockIdx.y * ATP_Q + w.
-// The block walks the keys its queries need (from the first one's window start to the last
-// one's position) ATP_K at a time: all threads read a tile of K and V from the cache into
-// shared memory once (decoded to float) for the ATP_Q queries, instead of each query reading
-// the cache itself. Scores: lane l takes key l % ATP_K over the dims of parity l / ATP_K (the
-// two halves summed by one shuffle), so each lane does D / 2 products a tile and the warp
-// reduces once a tile, not once a key; keys outside a query's window score -inf. Weighted
-// values: lane l holds dims l, l + 32, ... as attend. Head dims up to ATP_MAX_D.
+// Prefill ATTENTION in tiles (one sequence, several tokens): attention's arguments, then HB;
+// grid (H / HB, ceil(rows / (ATP_Q / HB))), ATP_Q warps. HB heads of one kv group (HB divides
+// H / KV) share a block: warp w takes head blockIdx.x * HB + w % HB for query
+// t = blockIdx.y * (ATP_Q / HB) + w / HB. The block walks the keys its queries need (from the
+// first one's window start to the last one's position) ATP_K at a time: all threads read a
+// tile of K and V of the group from the cache into shared memory once (decoded to float) for
+// its ATP_Q (query, head) pairs, instead of each pair reading the cache itself. Scores: lane l
+// takes key l % ATP_K over the dims of parity l / ATP_K (the two halves summed by one
+// shuffle), so each lane does D / 2 products a tile and the warp reduces once a tile, not once
+// a key; keys outside a query's window score -inf. Weighted values: lane l holds dims l,
+// l + 32, ... as attend. Head dims up to ATP_MAX_D.
 #define ATP_Q 8
 #define ATP_K 16
 #define ATP_MAX_D 256
@@ -161,12 +163,13 @@ struct AtpShared {
 template <class F, int DL> __device__ void attend_tiled(KARGS, AtpShared &sh) {
     float(*ks)[ATP_KLD] = sh.ks, (*vs)[ATP_MAX_D] = sh.vs, (*qs)[ATP_MAX_D] = sh.qs;
     float(*ps)[ATP_K] = sh.ps;
-    const i64 H = a[3], KV = a[4], D = a[5], h = blockIdx.x, n = a[2], g = h / (H / KV);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kl = lane % ATP_K, par = lane / ATP_K;
+    const i64 H = a[3], KV = a[4], D = a[5], n = a[2], HB = a[15], TB = ATP_Q / HB;
+    const i64 h = blockIdx.x * HB + w % HB, g = h / (H / KV);
     const i64 ring = a[8], rb = a[9], soff = a[10], window = a[12];
     const float scale = AF(11), cap = AF(13);
     const u8 *kc = (const u8 *)a[6], *vc = (const u8 *)a[7];
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kl = lane % ATP_K, par = lane / ATP_K;
-    const i64 t0 = (i64)blockIdx.y * ATP_Q, t = t0 + w, tl = min(n, t0 + ATP_Q) - 1;
+    const i64 t0 = (i64)blockIdx.y * TB, t = t0 + w / HB, tl = min(n, t0 + TB) - 1;
     const bool live = t < n;
     const i64 p = d[0] + (live ? t : tl);  // this query's position (a spare warp: the last's)
     auto first = [&](i64 q) { return (window > 0 && q - window + 1 > 0) ? q - window + 1 : 0; };
