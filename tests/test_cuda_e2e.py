@@ -58,9 +58,9 @@ def cuda_pair(model_dirs, tmp_path_factory):
     return lambda isq=None: build_pair(model_dirs, tmp_path_factory, isq)
 
 
-def _greedy(model, steps: int):
+def _greedy(model, steps: int, prompt=PROMPT):
     """Prefill logits, then `steps` greedy tokens and the logits after each."""
-    logits = [model.prefill(PROMPT)]
+    logits = [model.prefill(prompt)]
     tokens = []
     for _ in range(steps):
         tokens.append(int(logits[-1].argmax()))

@@ -70,15 +70,21 @@ def test_family_on_the_simulator_matches_cpu(case, tmp_path, monkeypatch):
     with ingot.load(gpu) as m:
         assert m.device == "cuda" and m._team.name == "sim"
         gpu_run = _greedy(m, DECODE)
-    # f32 weights: the two differ by summation order only (1e-4, as test_cuda_e2e).
     if "dtype" in opts:
         assert f"ingot_linear_h_{opts['dtype']}" in kernels  # prefill on 16-bit tensor cores
-        _compare(cpu, gpu_run, HALF_ATOL[opts["dtype"]])
+    check_against_cpu(opts, cpu, gpu_run)
+
+
+def check_against_cpu(opts, cpu, gpu):
+    """The bound for a case's compile options: 16-bit weights HALF_ATOL, quantized ones
+    _compare_quantized, f32 weights 1e-4 (summation order only, as test_cuda_e2e)."""
+    if "dtype" in opts:
+        _compare(cpu, gpu, HALF_ATOL[opts["dtype"]])
     elif opts.get("isq"):
-        _compare_quantized(cpu, gpu_run)
+        _compare_quantized(cpu, gpu)
     else:
-        _compare(cpu, gpu_run, ATOL[None])
-    assert np.isfinite(gpu_run[1]).all()
+        _compare(cpu, gpu, ATOL[None])
+    assert np.isfinite(gpu[1]).all()
 
 
 def _compare_quantized(cpu, gpu):

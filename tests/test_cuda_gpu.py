@@ -29,15 +29,14 @@ import ingot
 from ingot.runtime.artefact import Artefact
 from ingot.runtime.cuda import driver as drv
 
-from test_cuda_e2e import ATOL, PROMPT, _compare
-from test_cuda_families import CASES, HALF_ATOL, _compare_quantized
+from test_cuda_e2e import ATOL, DECODE, PROMPT, _greedy
+from test_cuda_families import CASES, check_against_cpu
 
 SIM = os.environ.get("INGOT_TEST_GPU") == "sim"
 pytestmark = [
     pytest.mark.xdist_group("cuda_gpu"),
     pytest.mark.skipif(not SIM and drv.device_count() == 0, reason="no CUDA GPU on this host"),
 ]
-DECODE = 16
 LONG = [int(t) for t in np.random.default_rng(7).integers(1, 300, 150)]
 LONG_KW = dict(max_seq_len=256, prefill_chunk=64)
 SHORT_KW = dict(max_seq_len=32, prefill_chunk=4)  # test_cuda_e2e's: two chunks, one partial
@@ -95,15 +94,6 @@ def on_gpu(monkeypatch, tmp_path):
     return load
 
 
-def _greedy(model, prompt, steps=DECODE):
-    logits = [model.prefill(prompt)]
-    tokens = []
-    for _ in range(steps):
-        tokens.append(int(logits[-1].argmax()))
-        logits.append(model.decode(tokens[-1]))
-    return tokens, np.stack(logits)
-
-
 def _pair(tmp_path, family, overrides, opts, kw):
     from tiny_models import build_model, save_model
     folder = save_model(build_model(family, **overrides), tmp_path / "src")
@@ -112,16 +102,6 @@ def _pair(tmp_path, family, overrides, opts, kw):
     gpu = ingot.compile(folder, tmp_path / "gpu.ingot", target=gpu_target(), cpu_target="none",
                         **kw)
     return host, gpu
-
-
-def _check(opts, cpu, gpu):
-    if "dtype" in opts:
-        _compare(cpu, gpu, HALF_ATOL[opts["dtype"]])
-    elif opts.get("isq"):
-        _compare_quantized(cpu, gpu)
-    else:
-        _compare(cpu, gpu, ATOL[None])
-    assert np.isfinite(gpu[1]).all()
 
 
 GPU_CASES = dict(CASES, **{"llama-f32": ("llama", {}, {}),
@@ -140,10 +120,10 @@ def test_family_on_the_gpu_matches_cpu(case, prompt, tmp_path, on_gpu):
     host, gpu = _pair(tmp_path, family, overrides, opts, SHORT_KW if prompt == "short" else
                       LONG_KW)
     with ingot.load(host, threads=1) as m:
-        cpu = _greedy(m, tokens)
+        cpu = _greedy(m, DECODE, tokens)
     with on_gpu(gpu) as m:
-        got = _greedy(m, tokens)
-    _check(opts, cpu, got)
+        got = _greedy(m, DECODE, tokens)
+    check_against_cpu(opts, cpu, got)
 
 
 def test_batched_decode_on_the_gpu_matches_cpu(tmp_path, on_gpu):
