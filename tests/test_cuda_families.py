@@ -75,6 +75,35 @@ def test_family_on_the_simulator_matches_cpu(case, tmp_path, monkeypatch):
     check_against_cpu(opts, cpu, gpu_run)
 
 
+LONG = [int(t) for t in np.random.default_rng(7).integers(1, 300, 150)]  # a 150-token prompt
+
+
+def test_long_prompt_on_the_simulator_matches_cpu(tmp_path, monkeypatch):
+    """Gemma 2 in f32 (sliding window 5, soft-capping, 4 heads a KV group) through 150 prompt
+    tokens in chunks of 64: the tiled prefill attention walks up to 10 key tiles per block,
+    rescaling its softmax across them, its blocks' windows wrap the ring, and matrix tiles
+    cross their 64-token edges. Same bound as f32 above (1e-4)."""
+    from ingot.targets.cuda.sim.build import build_sim
+    from tiny_models import build_model, save_model
+    folder = save_model(build_model("gemma2", **CASES["gemma2-q4k"][1]), tmp_path / "src")
+    kw = dict(max_seq_len=256, prefill_chunk=64)
+    host = ingot.compile(folder, tmp_path / "host.ingot", **kw)
+    gpu = ingot.compile(folder, tmp_path / "sm87.ingot", target="cuda-sm87", cpu_target="none",
+                        **kw)
+    art = Artefact(gpu)
+    try:
+        src = bytes(art.section("cuda_source")).decode()
+        assert "ingot_attention_t_f32" in art.json("cuda_launches")["kernels"]
+    finally:
+        art.close()
+    monkeypatch.setenv("INGOT_CUDA_SIM", str(build_sim(src, tmp_path / "sim")))
+    with ingot.load(host, threads=1) as m:
+        cpu = _greedy(m, 4, LONG)
+    with ingot.load(gpu) as m:
+        gpu_run = _greedy(m, 4, LONG)
+    check_against_cpu({}, cpu, gpu_run)
+
+
 def check_against_cpu(opts, cpu, gpu):
     """The bound for a case's compile options: 16-bit weights HALF_ATOL, quantized ones
     _compare_quantized, f32 weights 1e-4 (summation order only, as test_cuda_e2e)."""

@@ -30,14 +30,13 @@ from ingot.runtime.artefact import Artefact
 from ingot.runtime.cuda import driver as drv
 
 from test_cuda_e2e import ATOL, DECODE, PROMPT, _greedy
-from test_cuda_families import CASES, check_against_cpu
+from test_cuda_families import CASES, LONG, check_against_cpu
 
 SIM = os.environ.get("INGOT_TEST_GPU") == "sim"
 pytestmark = [
     pytest.mark.xdist_group("cuda_gpu"),
     pytest.mark.skipif(not SIM and drv.device_count() == 0, reason="no CUDA GPU on this host"),
 ]
-LONG = [int(t) for t in np.random.default_rng(7).integers(1, 300, 150)]
 LONG_KW = dict(max_seq_len=256, prefill_chunk=64)
 SHORT_KW = dict(max_seq_len=32, prefill_chunk=4)  # test_cuda_e2e's: two chunks, one partial
 
