@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from ingot.compiler.ir import Node, Op, Tensor, Weight, kv_row_layout
-from ingot.targets.cuda.formats import FORMATS
+from ingot.targets.cuda.formats import FORMATS, block_size
 from ingot.targets.cuda.kernel_table import (CU_DIR, Q8_FORMATS, RENDERERS, Word,
                                              kernel_source, linear_launches, q8_row)
 from ingot.targets.cuda.sim.build import build_sim
@@ -289,13 +289,16 @@ def test_rope(sim, n):
 # --- embedding and matrices ---
 
 def test_block_formats_are_the_cpu_kernels():
+    """The CUDA decoders cover the CPU kernels' block types, whose sizes agree with the
+    registry's (where the CUDA structs take theirs from)."""
     from ingot.quant.registry import get_format
     from ingot.targets.cpu.quant_kernels import BLOCK_TYPES
+    from ingot.targets.cuda.formats import struct_source
     assert set(FORMATS) == set(BLOCK_TYPES)
-    for name, (bs, bb, _) in FORMATS.items():
-        assert (bs, bb) == BLOCK_TYPES[name][1:], name
+    for name in FORMATS:
         fmt = get_format(name)
-        assert (fmt.block_size, fmt.block_bytes) == (bs, bb), name
+        assert (fmt.block_size, fmt.block_bytes) == BLOCK_TYPES[name][1:], name
+        assert f"BS = {fmt.block_size}, BB = {fmt.block_bytes}," in struct_source(name), name
 
 
 def quant_rows(name, N, K, rng):
@@ -309,7 +312,7 @@ def test_embed_every_table_type(sim):
     for dtype in ("f32", "f16", "bf16", *FORMATS):
         ctx = Ctx()
         if dtype in FORMATS:
-            dim = 3 * FORMATS[dtype][0]
+            dim = 3 * block_size(dtype)
             raw, table = quant_rows(dtype, V, dim, rng)
             w = weight(ctx, "emb", raw, dtype, (V, dim))
             table = table.astype(np.float64)
@@ -395,7 +398,7 @@ def test_linear_block_formats_float_and_dp4a(sim, name):
     tiled; a prefill step renders one of them (the WMMA one where the CPU takes 8-bit
     activations too)."""
     rng = np.random.default_rng(60 + sorted(FORMATS).index(name))
-    bs = FORMATS[name][0]
+    bs = block_size(name)
     N, K = 37, (96 + 32 * 3 if bs == 32 else 3 * bs)
     raw, deq = quant_rows(name, N, K, rng)
     w64 = deq.astype(np.float64)
@@ -639,7 +642,7 @@ def test_tiled_prefill_crosses_tiles(sim, name):
     N, n = 70, 67
     ctx = Ctx()
     if name in FORMATS:
-        K = 2 * FORMATS[name][0]
+        K = 2 * block_size(name)
         raw, deq = quant_rows(name, N, K, rng)
         w = weight(ctx, "w", raw, name, (N, K))
         w64 = deq.astype(np.float64)
@@ -672,7 +675,7 @@ def test_wmma_prefill_is_the_dp4a_kernel(sim, name):
     (several |w| for the offset types), so 1e-6 of sum |x| |w| (measured: under 1e-7)."""
     rng = np.random.default_rng(95)
     N, n = 70, 37
-    K = 2 * FORMATS[name][0] if FORMATS[name][0] > 32 else 160
+    K = 2 * block_size(name) if block_size(name) > 32 else 160
     ctx = Ctx()
     raw, deq = quant_rows(name, N, K, rng)
     w = weight(ctx, "w", raw, name, (N, K))

@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 from ...compiler.ir import Op, Tensor, kv_row_layout
 from ...errors import IngotError
 from ..cpu.kernels import ACT_CODES
-from .formats import FORMATS
+from .formats import FORMATS, block_size
 from .source import CU_DIR, FLOATS, HALVES, KERNELS, KV, kernel_source
 
 __all__ = ["Word", "Dim", "Launch", "Ctx", "RENDERERS", "kernel_source", "scratch_bytes",
@@ -138,9 +138,9 @@ def _embed(c, n):
 
 
 def _whole_blocks(w, k: int) -> None:
-    if k % FORMATS[w.dtype][0]:
+    if k % block_size(w.dtype):
         raise IngotError(f"weight {w.name}: rows of {k} values are not whole {w.dtype} blocks "
-                         f"of {FORMATS[w.dtype][0]}")
+                         f"of {block_size(w.dtype)}")
 
 
 def _linear(c, n):
