@@ -6,7 +6,8 @@ test_cuda_e2e's Llama does not have these graphs: Gemma 2 (attention and final s
 sliding windows that wrap their ring, sandwich norms, GQA 4, gelu_tanh) with K-quant weights;
 Phi 2 (LayerNorm with biases, attention and MLP in parallel from one norm, partial rotary,
 GELU, an output head with a bias) with an f16 KV cache; Qwen 2 (q/k/v biases) with Q8_0
-weights; a Llama with f16 and with bf16 weights (prefill on 16-bit tensor cores).
+weights; a Llama with f16 and with bf16 weights (prefill on 16-bit tensor cores); the other
+tiny families in f32 (below); a 150-token prompt through Gemma 2.
 
 An f16 cache is not combined with quantized weights here: the two sides' f16 attention
 differs by summation order (~3e-5 relative), which is enough to move an 8-bit activation
@@ -35,6 +36,14 @@ CASES = {
     "qwen2-q8_0": ("qwen2", dict(hidden_size=64, intermediate_size=128), dict(isq="Q8_0")),
     "llama-f16": ("llama", {}, dict(dtype="f16")),
     "llama-bf16": ("llama", {}, dict(dtype="bf16")),
+    # f32, each for a graph the cases above do not have: Gemma ((1 + w) norms, embedding scale,
+    # MQA), GLM 4 (sandwich norms, interleaved partial rotary, fused gate_up), Granite
+    # (embedding, residual, attention and logit multipliers), Phi 3 (fused qkv and gate_up,
+    # long-RoPE factors, window 7), Qwen 3 (per-head q/k norms, head_dim over hidden / heads),
+    # SmolLM 3 (every 2nd layer without RoPE), StarCoder 2 (LayerNorm, a plain GELU MLP with
+    # biases). Measured on the simulator: 4e-7 to 1.3e-6 of max |logit|.
+    **{f"{f}-f32": (f, {}, {}) for f in ("gemma", "glm4", "granite", "phi3", "qwen3", "smollm3",
+                                         "starcoder2")},
 }
 # 16-bit weights: the prefill's tensor-core kernel rounds each activation to the weights' type
 # (unit roundoff u = 2^-11 for f16, 2^-8 for bf16; the CPU keeps them float), so a matrix
