@@ -271,3 +271,24 @@ def test_the_cuda_runtime_imports_no_compiler():
     pat = re.compile(r"^\s*(from|import)\s+(torch|numba|llvmlite)\b|"
                      r"^\s*from\s+(ingot\.|\.\.\.?)(compiler|arch|targets|quant)\b", re.M)
     assert not [p.name for p in root.glob("*.py") if pat.search(p.read_text())]
+
+
+def test_device_capability_picks_the_target(monkeypatch):
+    """device_capability reads the GPU's compute capability through the driver (None where
+    there is no driver or the driver fails); target_for_capability names the target whose
+    cubin that GPU runs."""
+    from ingot.errors import IngotError
+    from ingot.runtime.cuda import driver as drv
+    from ingot.targets.cuda.target import target_for_capability
+    for cc, target in (((8, 7), "cuda-sm87"), ((9, 0), "cuda-sm90"), ((10, 0), "cuda-sm90"),
+                       ((8, 0), "cuda-sm80"), ((8, 9), "cuda-sm80")):
+        monkeypatch.setattr(drv, "load_libcuda", lambda cc=cc: FakeCuda(capability=cc))
+        assert drv.device_capability() == cc
+        assert target_for_capability(cc) == target
+    monkeypatch.setattr(drv, "load_libcuda", lambda: FakeCuda(fail="cuInit"))
+    assert drv.device_capability() is None
+
+    def no_driver():
+        raise IngotError("no CUDA driver")
+    monkeypatch.setattr(drv, "load_libcuda", no_driver)
+    assert drv.device_capability() is None

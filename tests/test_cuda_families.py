@@ -21,7 +21,7 @@ import pytest
 
 import ingot
 from ingot.runtime.artefact import Artefact
-from test_cuda_e2e import ATOL, CHUNK, DECODE, MAX_SEQ, _compare, _greedy
+from test_cuda_e2e import ATOL, CHUNK, DECODE, MAX_SEQ, PROMPT, _compare, _greedy
 
 pytestmark = pytest.mark.xdist_group("cuda_families")  # not the long "cuda" group's worker
 
@@ -53,13 +53,13 @@ CASES = {
 HALF_ATOL = {"f16": 4 * 2.0 ** -11, "bf16": 4 * 2.0 ** -8}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_family_on_the_simulator_matches_cpu(case, tmp_path, monkeypatch):
+def run_on_sim(tmp_path, monkeypatch, family, overrides, kw, prompt=PROMPT, steps=DECODE):
+    """The model compiled for this CPU and for cuda-sm87, each run greedily (prefill, then
+    `steps` decode steps; the simulator runs the CUDA artefact's own source): (CPU run, CUDA
+    run, the CUDA artefact's kernel names)."""
     from ingot.targets.cuda.sim.build import build_sim
     from tiny_models import build_model, save_model
-    family, overrides, opts = CASES[case]
     folder = save_model(build_model(family, **overrides), tmp_path / "src")
-    kw = dict(max_seq_len=MAX_SEQ, prefill_chunk=CHUNK, **opts)
     host = ingot.compile(folder, tmp_path / "host.ingot", **kw)
     gpu = ingot.compile(folder, tmp_path / "sm87.ingot", target="cuda-sm87", cpu_target="none",
                         **kw)
@@ -69,16 +69,24 @@ def test_family_on_the_simulator_matches_cpu(case, tmp_path, monkeypatch):
         kernels = set(art.json("cuda_launches")["kernels"])
     finally:
         art.close()
+    monkeypatch.setenv("INGOT_CUDA_SIM", str(build_sim(src, tmp_path / "sim")))
+    with ingot.load(host, threads=1) as m:
+        cpu = _greedy(m, steps, prompt)
+    with ingot.load(gpu) as m:
+        assert m.device == "cuda" and m._team.name == "sim"
+        gpu_run = _greedy(m, steps, prompt)
+    return cpu, gpu_run, kernels
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_family_on_the_simulator_matches_cpu(case, tmp_path, monkeypatch):
+    family, overrides, opts = CASES[case]
+    cpu, gpu_run, kernels = run_on_sim(tmp_path, monkeypatch, family, overrides,
+                                       dict(max_seq_len=MAX_SEQ, prefill_chunk=CHUNK, **opts))
     if opts.get("isq"):  # the quantized kernels are the ones exercised, and only they
         assert any(opts["isq"].lower().replace("4k", "4_k") in k for k in kernels), kernels
         assert not any(k.startswith("ingot_linear_") and k.endswith(("f16", "bf16", "f32"))
                        for k in kernels), sorted(kernels)
-    monkeypatch.setenv("INGOT_CUDA_SIM", str(build_sim(src, tmp_path / "sim")))
-    with ingot.load(host, threads=1) as m:
-        cpu = _greedy(m, DECODE)
-    with ingot.load(gpu) as m:
-        assert m.device == "cuda" and m._team.name == "sim"
-        gpu_run = _greedy(m, DECODE)
     if "dtype" in opts:
         assert f"ingot_linear_h_{opts['dtype']}" in kernels  # prefill on 16-bit tensor cores
     check_against_cpu(opts, cpu, gpu_run)
@@ -92,24 +100,9 @@ def test_long_prompt_on_the_simulator_matches_cpu(tmp_path, monkeypatch):
     tokens in chunks of 64: the tiled prefill attention walks up to 10 key tiles per block,
     rescaling its softmax across them, its blocks' windows wrap the ring, and matrix tiles
     cross their 64-token edges. Same bound as f32 above (1e-4)."""
-    from ingot.targets.cuda.sim.build import build_sim
-    from tiny_models import build_model, save_model
-    folder = save_model(build_model("gemma2", **CASES["gemma2-q4k"][1]), tmp_path / "src")
-    kw = dict(max_seq_len=256, prefill_chunk=64)
-    host = ingot.compile(folder, tmp_path / "host.ingot", **kw)
-    gpu = ingot.compile(folder, tmp_path / "sm87.ingot", target="cuda-sm87", cpu_target="none",
-                        **kw)
-    art = Artefact(gpu)
-    try:
-        src = bytes(art.section("cuda_source")).decode()
-        assert "ingot_attention_t_f32" in art.json("cuda_launches")["kernels"]
-    finally:
-        art.close()
-    monkeypatch.setenv("INGOT_CUDA_SIM", str(build_sim(src, tmp_path / "sim")))
-    with ingot.load(host, threads=1) as m:
-        cpu = _greedy(m, 4, LONG)
-    with ingot.load(gpu) as m:
-        gpu_run = _greedy(m, 4, LONG)
+    cpu, gpu_run, kernels = run_on_sim(tmp_path, monkeypatch, "gemma2", CASES["gemma2-q4k"][1],
+                                       dict(max_seq_len=256, prefill_chunk=64), LONG, 4)
+    assert "ingot_attention_t_f32" in kernels
     check_against_cpu({}, cpu, gpu_run)
 
 

@@ -47,17 +47,12 @@ def random_gemma3(folder: pathlib.Path) -> pathlib.Path:
 
 
 def target_for_gpu() -> str:
-    import ctypes
-
-    from ingot.runtime.cuda import driver as drv
-    lib = drv.load_libcuda()
-    dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    if lib.cuInit(0) or lib.cuDeviceGet(ctypes.byref(dev), 0):
-        raise SystemExit("no usable CUDA device")
-    lib.cuDeviceGetAttribute(ctypes.byref(major), drv.ATTR_CC_MAJOR, dev)
-    lib.cuDeviceGetAttribute(ctypes.byref(minor), drv.ATTR_CC_MINOR, dev)
-    cc = (major.value, minor.value)
-    return "cuda-sm87" if cc == (8, 7) else "cuda-sm90" if cc >= (9, 0) else "cuda-sm80"
+    from ingot.runtime.cuda.driver import device_capability
+    from ingot.targets.cuda.target import target_for_capability
+    cc = device_capability()
+    if cc is None:
+        raise SystemExit("gpu_bench: no usable CUDA device (libcuda and a GPU) on this host")
+    return target_for_capability(cc)
 
 
 def batch_decode(model, rows: int, prompt: list, steps: int) -> dict:
@@ -96,14 +91,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import ingot
-    from ingot.errors import IngotError
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="gpu_bench-"))
-    try:
-        target = target_for_gpu()
-    except IngotError as e:
-        raise SystemExit(f"gpu_bench: {e}") from None
+    target = target_for_gpu()
     kw = dict(max_seq_len=1024, prefill_chunk=512, max_batch=8)
     t0 = time.perf_counter()
     if args.gguf:

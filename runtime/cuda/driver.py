@@ -59,6 +59,22 @@ def device_count() -> int:
         return 0
 
 
+def device_capability(device: int = 0):
+    """(major, minor) compute capability of a CUDA device; None without libcuda, a working
+    driver or that device (never raises)."""
+    try:
+        lib = load_libcuda()
+        dev, major, minor = c_int(), c_int(), c_int()
+        if lib.cuInit(c_uint(0)) != 0 or lib.cuDeviceGet(byref(dev), c_int(device)) != 0:
+            return None
+        if lib.cuDeviceGetAttribute(byref(major), c_int(ATTR_CC_MAJOR), dev) != 0 or \
+                lib.cuDeviceGetAttribute(byref(minor), c_int(ATTR_CC_MINOR), dev) != 0:
+            return None
+        return major.value, minor.value
+    except (IngotError, OSError, AttributeError):
+        return None
+
+
 class CudaDriver:
     def __init__(self, plan, *, cubin: bytes, ptx: bytes, arch: str, weights: np.ndarray,
                  arena_bytes: int, kv_bytes: int, scratch_bytes: int, host_arena: int,

@@ -54,6 +54,15 @@ class CudaTarget:
         return "no CUDA driver (libcuda) on this host"
 
 
+def target_for_capability(cc: tuple) -> str:
+    """The target whose cubin a GPU of compute capability `cc` runs: sm_87 on Jetson Orin,
+    sm_90 on Hopper (a newer GPU JITs its PTX), sm_80 on other Ampere and Ada parts."""
+    cc = tuple(cc)
+    if cc == (8, 7):
+        return "cuda-sm87"
+    return "cuda-sm90" if cc >= (9, 0) else "cuda-sm80"
+
+
 def cuda_targets() -> dict:
     """name -> one-line description: the hook the target registry (list-targets) consults."""
     return {name: f"{arch}: {what}" for name, (arch, what) in CUDA_ARCHS.items()}
